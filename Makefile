@@ -1,0 +1,40 @@
+# `make book` and `make test` work on a fresh machine: they create .venv, install the package with its
+# book and test extras, make the offline synthetic dataset if it is missing, then build / test.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DATA := data/synthetic
+JOBS ?= 1
+
+.PHONY: book test data venv clean-book clean bench
+
+$(STAMP): pyproject.toml
+	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e ".[book,test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+$(DATA)/meta.json: | $(STAMP)
+	$(VENV)/bin/bgad-mini data synth --out $(DATA) --profile book --seed 0
+
+data: $(DATA)/meta.json
+
+test: $(STAMP) $(DATA)/meta.json
+	$(PYTHON) -m pytest
+
+book: $(STAMP) $(DATA)/meta.json
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+bench: $(STAMP) $(DATA)/meta.json
+	$(PYTHON) bench/bench_pipeline.py
+
+clean-book:
+	rm -rf _build
+
+clean: clean-book
+	rm -rf .cache runs

@@ -1,0 +1,156 @@
+"""`bgad-mini` (also `python -m bgad_mini`): data, run, eval.
+
+Every user error is one line on stderr and exit code 2; the full traceback is shown only with
+`BGAD_DEBUG=1`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from .config import METHODS, PROFILES, SETTINGS
+from .errors import BgadError
+
+
+def _parse_sets(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise BgadError(f"--set expects key=value, got {pair!r}; e.g. --set beta=0.01")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bgad-mini", description="BGAD, rebuilt for teaching: data, training, evaluation.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="make or download datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    synth = dsub.add_parser("synth", help="generate the offline synthetic dataset (MVTec layout)")
+    synth.add_argument("--out", default=os.path.join("data", "synthetic"), help="output folder (default: data/synthetic)")
+    synth.add_argument("--profile", choices=("smoke", "book"), default="book")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--categories", nargs="+", default=None, help="subset of brick grass gravel")
+    for name in ("mvtec", "btad"):
+        d = dsub.add_parser(name, help=f"download and extract {'MVTecAD' if name == 'mvtec' else 'BTAD'}")
+        d.add_argument("--root", default=os.path.join("data", name), help=f"target folder (default: data/{name})")
+        d.add_argument("--url", default=None, help=f"archive URL (or env BGAD_{name.upper()}_URL)")
+        d.add_argument("--sha256", default=None, help="expected SHA-256 of the archive (default: the official one)")
+        d.add_argument("--categories", nargs="+", default=None, help="extract only these categories")
+        d.add_argument("--remove-archive", action="store_true", help="delete the archive after extraction")
+
+    run = sub.add_parser("run", help="train one method on one category, evaluate, write results.json")
+    run.add_argument("--data-root", default=None, help="dataset root in the MVTec layout (default: the profile's)")
+    run.add_argument("--category", default=None)
+    run.add_argument("--method", choices=METHODS, default="nf")
+    run.add_argument("--setting", choices=SETTINGS, default=None)
+    run.add_argument("--known-types", nargs="+", default=None, help="seen defect type(s) for the one-class setting")
+    run.add_argument("--n-known", type=int, default=None, help="number of known anomalies N (removed from the test set)")
+    run.add_argument("--profile", choices=PROFILES, default="book")
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    run.add_argument("--out", required=True, help="run folder: results.json, checkpoints, figures")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="any Config field")
+    run.add_argument("--no-progress", action="store_true")
+
+    ev = sub.add_parser("eval", help="re-evaluate a saved run from its checkpoint")
+    ev.add_argument("--run", required=True, help="run folder written by `bgad-mini run`")
+    ev.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from . import synthetic
+
+        cats = tuple(args.categories) if args.categories else synthetic.CATEGORIES
+        out = synthetic.generate(args.out, profile=args.profile, seed=args.seed, categories=cats)
+        print(f"synthetic dataset ({args.profile}, seed {args.seed}) written to {out}")
+        return 0
+    from . import download
+
+    source = download.MVTEC if args.data_command == "mvtec" else download.BTAD
+    root = download.download_dataset(
+        source, args.root, url=args.url, sha256=args.sha256, categories=args.categories,
+        keep_archive=not args.remove_archive,
+    )
+    print(f"{source.name} ready in {root}")
+    return 0
+
+
+def _run_config(args: argparse.Namespace):
+    from .config import Config
+
+    overrides: dict = {"method": args.method}
+    for key, value in (
+        ("data_root", args.data_root), ("category", args.category), ("setting", args.setting),
+        ("n_known", args.n_known), ("seed", args.seed), ("device", args.device),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if args.known_types is not None:
+        overrides["known_types"] = tuple(args.known_types)
+    overrides.update(_parse_sets(args.sets))
+    return Config.from_profile(args.profile, **overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run
+
+    cfg = _run_config(args)
+    results = run(cfg, args.out, progress=not args.no_progress)
+    _print_summary(results)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .pipeline import reevaluate
+
+    results = reevaluate(args.run, progress=not args.no_progress)
+    _print_summary(results)
+    return 0
+
+
+def _print_summary(results: dict) -> None:
+    def fmt(m: dict | None) -> str:
+        if not m:
+            return "n/a"
+        return "  ".join(f"{k}={'null' if v is None else f'{v:.3f}'}" for k, v in m.items())
+
+    print(f"{results['method']} on {results['category']} (seed {results['seed']}): {fmt(results['metrics'])}")
+    if results.get("metrics_seen"):
+        print(f"  seen   {fmt(results['metrics_seen'])}")
+    if results.get("metrics_unseen"):
+        print(f"  unseen {fmt(results['metrics_unseen'])}")
+    print(f"  results: {results['paths']['results']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "data":
+            return _cmd_data(args)
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "eval":
+            return _cmd_eval(args)
+    except BgadError as exc:
+        if os.environ.get("BGAD_DEBUG"):
+            raise
+        print(f"bgad-mini: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bgad-mini: interrupted; finished epochs are saved in the run folder, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

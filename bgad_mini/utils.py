@@ -1,0 +1,69 @@
+"""Small shared helpers: seeding, device choice, thread budget, timing and memory."""
+from __future__ import annotations
+
+import os
+import random
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so that the same seed gives the same run."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' where a GPU is present, else 'cpu'."""
+    import torch
+
+    from .errors import BgadError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BgadError(f"device {device!r} requested but no CUDA GPU is visible; use --set device=cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda") and device != "mps":
+        raise BgadError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def set_threads(threads: int = 0) -> int:
+    """Set torch's intra-op threads. 0 = the cores this process may use (never more: see cpu_measurements)."""
+    import torch
+
+    if threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, threads))
+    return torch.get_num_threads()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+class Timer:
+    """Collects wall-clock seconds per named stage: `with timer("train"): ...`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
