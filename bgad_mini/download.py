@@ -29,7 +29,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from .errors import BgadError
 
@@ -330,7 +330,7 @@ def _place(parts: list[str], categories: Sequence[str]) -> tuple[str, tuple[str,
 
 
 def _open_archive(archive: Path):
-    """Open a .zip or a tar (any compression tarfile knows) as a context manager yielding members + opener."""
+    """Open a .zip or a tar (any compression tarfile knows): (handle to close, member iterator, member opener)."""
     if zipfile.is_zipfile(archive):
         zf = zipfile.ZipFile(archive)
         return zf, _zip_members(zf), zf.open
@@ -491,12 +491,14 @@ def download_dataset(
         try:
             fetch(where, archive, progress=progress, timeout=timeout, retries=retries)
         except (OSError, http.client.HTTPException, _Interrupted, ValueError) as err:
+            part = archive.with_name(archive.name + ".part")
+            kept = (f" The {part.stat().st_size} bytes received are kept in {part.name} and resumed next time."
+                    if part.is_file() and part.stat().st_size else "")
             raise BgadError(
                 f"could not download {source.name} from {where}: {_describe(err)}. "
                 f"Download {source.filename} by hand from {source.manual_page} (licence: {source.licence}) "
-                f"and put it at {archive}; re-running then verifies and extracts it without downloading "
-                f"(or set {source.env_var} to a mirror URL). A partial download, if any, is kept in "
-                f"{archive.name}.part and resumed next time."
+                f"and put it at {archive.absolute()}; re-running then verifies and extracts it without "
+                f"downloading (or set {source.env_var} to a mirror URL).{kept}"
             ) from err
     actual = sha256_of(archive, progress=progress)
     if actual != expected:

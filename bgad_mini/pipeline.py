@@ -1,0 +1,252 @@
+"""One run end to end: data -> cached features -> flows -> training -> evaluation -> results.json.
+
+Used by `bgad-mini run` and by the chapters (`run(cfg, out)` returns the results; a finished run with the
+same config is loaded, not retrained; an interrupted one resumes from its last checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .data import Category, Split, load_items, read_category, split_known_anomalies
+from .errors import BgadError
+from .utils import Timer, peak_rss_mb, resolve_device, seed_everything, set_threads
+
+RESULTS = "results.json"
+CONFIG = "config.json"
+FLOWS = "flows.pt"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunData:
+    """What a run reads: the category, the known-anomaly split, and the test images' masks and labels."""
+
+    category: Category
+    split: Split
+    cfg: Config
+
+
+def prepare_data(cfg: Config, verbose: bool = True) -> RunData:
+    """Read the category and draw the known anomalies (the one-class default: the first defect type)."""
+    cat = read_category(cfg.data_root, cfg.category)
+    if not cat.defect_types:
+        raise BgadError(f"category {cfg.category!r} has no defective test images; anomaly detection needs some to evaluate")
+    if cfg.setting == "one-class" and not cfg.known_types:
+        cfg = cfg.with_overrides(known_types=(cat.defect_types[0],))
+        if verbose:
+            print(f"one-class setting: known type defaults to {cat.defect_types[0]!r} (set --known-types to choose)")
+    if not cat.has_masks and verbose:
+        print(f"notice: {cfg.category} has no ground_truth/ folder; pixel AUROC and PRO will be null")
+    split = split_known_anomalies(cat.test, cfg.n_known, cfg.setting, cfg.known_types, cfg.seed)
+    return RunData(cat, split, cfg)
+
+
+def dataset_name(data_root: str) -> str:
+    meta = Path(data_root) / "meta.json"
+    if meta.is_file():
+        try:
+            return json.loads(meta.read_text()).get("name", "synthetic")
+        except json.JSONDecodeError:
+            pass
+    return Path(data_root).resolve().name
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("bgad-mini", "torch", "torchvision", "timm", "FrEIA", "numpy", "scikit-learn", "scikit-image"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def features_for(cfg: Config, items, device: str, progress: bool, cache=None) -> list[np.ndarray]:
+    """Backbone features of fixed images, from the on-disk cache (computed once per file list)."""
+    from .backbone import FeatureCache
+
+    if not items:
+        return []
+    cache = cache if cache is not None else FeatureCache(cfg.cache_dir)
+    return cache.features(cfg.backbone, cfg.stages, cfg.img_size, items, device=device, progress=progress)
+
+
+def build_flows(cfg: Config, channels: list[int], device: str):
+    from .flow import ConditionalFlows
+
+    return ConditionalFlows(channels, cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha).to(device)
+
+
+def _check_run_dir(out: Path, cfg: Config) -> dict | None:
+    """The finished results if this folder already holds this exact config; error if it holds another."""
+    cfg_path = out / CONFIG
+    if not cfg_path.exists():
+        return None
+    saved = json.loads(cfg_path.read_text())
+    if saved != cfg.to_dict():
+        diff = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
+        raise BgadError(f"run folder {out} holds a run with a different config ({', '.join(diff)}); "
+                        "use another --out or delete the folder")
+    res = out / RESULTS
+    return json.loads(res.read_text()) if res.exists() else None
+
+
+def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Train and evaluate `cfg.method` on one category; write `out/results.json` and return it."""
+    from .train import TrainData, train_flows
+
+    out = Path(out)
+    timer = Timer()
+    t_start = time.perf_counter()
+    with timer("data"):
+        data = prepare_data(cfg, verbose=progress)
+    cfg = data.cfg
+    out.mkdir(parents=True, exist_ok=True)
+    if not force:
+        done = _check_run_dir(out, cfg)
+        if done is not None:
+            if progress:
+                print(f"reusing finished run in {out}")
+            return done
+    (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    seed_everything(cfg.seed)
+    threads = set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    if cfg.method != "nf":
+        raise BgadError(f"method {cfg.method!r} is not available in this version; use --method nf")
+
+    from .backbone import FeatureCache
+
+    cache = FeatureCache(cfg.cache_dir)
+    with timer("features"):
+        train_feats = features_for(cfg, data.category.train, device, progress, cache)
+        test_feats = features_for(cfg, data.split.test, device, progress, cache)
+    flows = build_flows(cfg, [f.shape[1] for f in train_feats], device)
+    with timer("train"):
+        history = train_flows(flows, TrainData(train_feats), cfg, phase2_objective=None, run_dir=str(out),
+                              device=device, progress=progress)
+    import torch
+
+    torch.save(flows.state_dict(), out / FLOWS)
+    with timer("evaluate"):
+        ev = evaluate_flows(flows, test_feats, data, cfg)
+    timer.seconds["total"] = time.perf_counter() - t_start
+    results = assemble_results(cfg, data, ev, history.to_list(), timer.seconds, threads, device, out)
+    with timer("figure"):
+        save_map_figure(ev, data, cfg, out / "anomaly_maps.png")
+    results["timings"] = dict(timer.seconds)
+    write_results(results, out)
+    return results
+
+
+def evaluate_flows(flows, test_feats: list[np.ndarray], data: RunData, cfg: Config) -> dict[str, Any]:
+    """Anomaly maps of the test images (official score) and every metric, overall, per type, seen/unseen."""
+    from .evaluate import anomaly_maps, evaluate
+    from .flow import level_log_likelihoods
+
+    flows.eval()
+    logliks = level_log_likelihoods(flows, [np.asarray(f) for f in test_feats], cfg.pos_dim)
+    maps = anomaly_maps(logliks, cfg.img_size)
+    _, masks = load_items(data.split.test, cfg.img_size)
+    labels = np.array([it.label for it in data.split.test])
+    types = [it.defect_type for it in data.split.test]
+    metrics = evaluate(maps, masks if data.category.has_masks else None, labels, types,
+                       seen_types=data.split.seen_types if data.split.known else None)
+    return {"maps": maps, "masks": masks, "labels": labels, "types": types, "logliks": logliks, **metrics}
+
+
+def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timings: dict, threads: int,
+                     device: str, out: Path) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "method": cfg.method,
+        "dataset": dataset_name(cfg.data_root),
+        "category": cfg.category,
+        "setting": cfg.setting,
+        "known_types": list(data.split.seen_types) if cfg.setting == "one-class" else [],
+        "seen_types": list(data.split.seen_types),
+        "unseen_types": list(data.split.unseen_types),
+        "n_known": len(data.split.known),
+        "known_images": [it.name for it in data.split.known],
+        "n_train": len(data.category.train),
+        "n_test": len(data.split.test),
+        "seed": cfg.seed,
+        "protocol": "final model (the paper reports the best epoch on the test set; not used here)",
+        "score": "official: per level exp(l - max over test set), bilinear upsampling, sum; map = max - sum",
+        "metrics": ev["metrics"],
+        "metrics_seen": ev["metrics_seen"],
+        "metrics_unseen": ev["metrics_unseen"],
+        "metrics_by_type": ev["metrics_by_type"],
+        "timings": dict(timings),
+        "peak_memory_mb": round(peak_rss_mb(), 1),
+        "device": device,
+        "threads": threads,
+        "history": history,
+        "config": cfg.to_dict(),
+        "versions": package_versions(),
+        "paths": {"results": str(out / RESULTS), "figure": str(out / "anomaly_maps.png"), "flows": str(out / FLOWS)},
+    }
+
+
+def write_results(results: dict, out: Path) -> None:
+    tmp = out / (RESULTS + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out / RESULTS)
+
+
+def save_map_figure(ev: dict, data: RunData, cfg: Config, path: Path) -> None:
+    """One good image and the highest-scoring image of each defect type, with map and mask outline."""
+    from . import viz
+
+    types = ev["types"]
+    chosen: list[int] = []
+    scores = ev["maps"].reshape(len(types), -1).max(1)
+    for t in ["good"] + sorted(set(types) - {"good"}):
+        idx = [i for i, tt in enumerate(types) if tt == t]
+        if idx:
+            chosen.append(max(idx, key=lambda i: scores[i]) if t != "good" else idx[0])
+    images, _ = load_items([data.split.test[i] for i in chosen], cfg.img_size)
+    fig = viz.plot_anomaly_maps(images, ev["maps"][chosen], ev["masks"][chosen], [types[i] for i in chosen],
+                                vmax=float(np.quantile(ev["maps"], 0.999)))
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def reevaluate(run_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+    """Evaluate a saved run again from its config and final flows; rewrite its results.json."""
+    import torch
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists() or not (run_dir / FLOWS).exists():
+        raise BgadError(f"{run_dir} is not a finished run (needs {CONFIG} and {FLOWS}); run `bgad-mini run` first")
+    cfg = Config.from_dict(json.loads((run_dir / CONFIG).read_text()))
+    old = json.loads((run_dir / RESULTS).read_text()) if (run_dir / RESULTS).exists() else {}
+    timer = Timer()
+    with timer("data"):
+        data = prepare_data(cfg, verbose=False)
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    with timer("features"):
+        test_feats = features_for(cfg, data.split.test, device, progress)
+    flows = build_flows(cfg, [f.shape[1] for f in test_feats], device)
+    flows.load_state_dict(torch.load(run_dir / FLOWS, map_location=device))
+    with timer("evaluate"):
+        ev = evaluate_flows(flows, test_feats, data, cfg)
+    results = assemble_results(cfg, data, ev, old.get("history", []), {**old.get("timings", {}), **{
+        f"reeval_{k}": v for k, v in timer.seconds.items()}}, set_threads(cfg.threads), device, run_dir)
+    save_map_figure(ev, data, cfg, run_dir / "anomaly_maps.png")
+    write_results(results, run_dir)
+    return results

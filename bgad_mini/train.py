@@ -1,0 +1,264 @@
+"""The two-phase training loop: phase 1 maximum likelihood on normal patches, phase 2 with known anomalies.
+
+Introduced in the *Conditional flows* chapter (phase 1) and completed in the *BG-SPP* chapter (phase 2).
+Backbone features arrive precomputed (see `backbone.FeatureCache`): the loop never runs the backbone for
+fixed images. Every epoch ends with a checkpoint; a rerun with the same run folder resumes after the last
+finished epoch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config
+from .flow import positional_encoding_2d
+from .losses import ml_loss
+
+CHECKPOINT = "checkpoint.pt"
+
+
+# ----------------------------------------------------------------------------------------------
+# What one training step sees
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class TrainData:
+    """Per-level features of the normal training images and, for phase 2, of the known anomalies.
+
+    feats[l]: (N, C_l, h_l, w_l), float16 or float32. anomaly_feats[l]: (M, C_l, h_l, w_l) with
+    anomaly_masks (M, H, W) in {0, 1} at image resolution. `extra_anomalies(rng)`, if given, returns freshly
+    made anomalous samples (features, masks) for one epoch, e.g. copy-paste of the known defects.
+    """
+
+    feats: list[np.ndarray]
+    anomaly_feats: list[np.ndarray] | None = None
+    anomaly_masks: np.ndarray | None = None
+    anomaly_repeats: int = 1
+    extra_anomalies: Callable[[np.random.Generator], tuple[list[np.ndarray], np.ndarray]] | None = None
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.feats)
+
+
+class Objective(Protocol):
+    """A phase's loss on one chunk of patches of one level."""
+
+    def __call__(self, level: int, loglik: torch.Tensor, abnormal: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        ...
+
+
+def ml_objective(level: int, loglik: torch.Tensor, abnormal: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Phase 1 (and the NF baseline): L_ml over the normal patches only."""
+    loss = ml_loss(loglik[~abnormal])
+    return loss, {"ml": float(loss.detach())}
+
+
+# ----------------------------------------------------------------------------------------------
+# Small pieces, each testable on its own
+# ----------------------------------------------------------------------------------------------
+def learning_rate(t: float, total: float, warmup: float, base_lr: float, min_ratio: float = 1e-3) -> float:
+    """Cosine decay from `base_lr` to `base_lr·min_ratio` over `total` epochs (t may be fractional), with a
+    linear warm-up from base_lr/10 that ends exactly on the cosine curve at `warmup` epochs (the official FAS
+    engine's warm-up overshoots; see the Reproduction chapter)."""
+    total = max(total, 1e-9)
+    eta_min = base_lr * min_ratio
+    cosine = eta_min + (base_lr - eta_min) * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
+    if t < warmup:
+        start = base_lr / 10.0
+        return start + (cosine - start) * t / warmup
+    return cosine
+
+
+def downsample_masks(masks: torch.Tensor, size: tuple[int, int], rule: str = "nearest") -> torch.Tensor:
+    """Which patches of a level are abnormal: (B, H, W) {0,1} -> (B, h, w) bool.
+
+    nearest: the official rule, `F.interpolate(mode='nearest')`, i.e. the top-left pixel of each cell.
+    area: a patch is abnormal when at least a quarter of its cell is defective (thin defects survive at /16).
+    """
+    m = masks.float().unsqueeze(1)
+    if rule == "nearest":
+        return F.interpolate(m, size=size, mode="nearest").squeeze(1) > 0.5
+    return F.adaptive_avg_pool2d(m, size).squeeze(1) >= 0.25
+
+
+def sample_patches(
+    feats: torch.Tensor, abnormal: torch.Tensor, per_image: int, pos: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pick `per_image` random locations per image (0 = all), plus every abnormal location.
+
+    feats (B, C, h, w), abnormal (B, h, w) bool, pos (P, h, w) -> vectors (n, C), conditions (n, P), labels (n,).
+    """
+    b, c, h, w = feats.shape
+    flat_abn = abnormal.reshape(b, h * w)
+    if per_image <= 0 or per_image >= h * w:
+        chosen = torch.ones(b, h * w, dtype=torch.bool)
+    else:
+        ranks = torch.rand(b, h * w, generator=generator).argsort(dim=1).argsort(dim=1)
+        chosen = (ranks < per_image) | flat_abn
+    x = feats.permute(0, 2, 3, 1).reshape(b * h * w, c)
+    cond = pos.permute(1, 2, 0).reshape(1, h * w, -1).expand(b, -1, -1).reshape(b * h * w, -1)
+    keep = chosen.reshape(-1)
+    return x[keep], cond[keep], flat_abn.reshape(-1)[keep]
+
+
+def split_chunks(n: int, flow_batch: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffle n indices into chunks of about `flow_batch` (no vector is dropped, unlike the official code)."""
+    perm = torch.randperm(n, generator=generator)
+    n_chunks = max(1, round(n / flow_batch))
+    return list(torch.chunk(perm, n_chunks))
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class History:
+    """Per-epoch records: phase, lr, mean loss per level, extra statistics from the objective, seconds."""
+
+    epochs: list[dict] = field(default_factory=list)
+
+    def to_list(self) -> list[dict]:
+        return list(self.epochs)
+
+
+def _to_tensor(a: np.ndarray, idx: np.ndarray, device: str) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a[idx])).to(device=device, dtype=torch.float32)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def train_flows(
+    flows: torch.nn.Module,
+    data: TrainData,
+    cfg: Config,
+    phase2_objective: Objective | None = None,
+    run_dir: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> History:
+    """Train `flows` (one conditional flow per level) for `cfg.total_epochs` epochs.
+
+    Epochs [0, phase1_epochs) use L_ml on normal images only. Later epochs use `phase2_objective` on normal
+    images plus the known anomalies (BG-SPP, push-pull), or, when it is None, keep L_ml on normals only: the
+    fair NF baseline trains exactly as long as the method it is compared with.
+    """
+    from tqdm import tqdm
+
+    n_levels = data.n_levels
+    optims = [torch.optim.Adam(flows.flows[l].parameters(), lr=cfg.lr) for l in range(n_levels)]
+    n_images = data.feats[0].shape[0]
+    pos = [positional_encoding_2d(cfg.pos_dim, f.shape[2], f.shape[3]).to(device) for f in data.feats]
+    history = History()
+    start_epoch = 0
+    ckpt_path = os.path.join(run_dir, CHECKPOINT) if run_dir else None
+    if run_dir:
+        os.makedirs(run_dir, exist_ok=True)
+
+    if ckpt_path and os.path.exists(ckpt_path):
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        flows.load_state_dict(state["flows"])
+        for opt, s in zip(optims, state["optims"]):
+            opt.load_state_dict(s)
+        history.epochs = state["history"]
+        start_epoch = state["epoch"] + 1
+        _set_rng_state(state["rng"])
+        if progress and start_epoch < cfg.total_epochs:
+            print(f"resuming from epoch {start_epoch} of {cfg.total_epochs} ({ckpt_path})")
+
+    flows.train()
+    bar = tqdm(range(start_epoch, cfg.total_epochs), desc="train", unit="epoch", disable=not progress,
+               initial=start_epoch, total=cfg.total_epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        # one fresh stream per epoch: a resumed run draws exactly what an uninterrupted one would
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        np_rng = np.random.default_rng([cfg.seed, epoch])
+        phase = 1 if epoch < cfg.phase1_epochs else 2
+        use_anomalies = phase == 2 and phase2_objective is not None
+        objective = phase2_objective if use_anomalies else ml_objective
+
+        # the epoch's samples: normal images, then (phase 2) known anomalies and fresh copy-paste ones
+        level_feats = list(data.feats)
+        masks = None
+        n_abn = 0
+        if use_anomalies and data.anomaly_feats is not None:
+            extra_feats, extra_masks = [data.anomaly_feats], [data.anomaly_masks]
+            if data.extra_anomalies is not None:
+                ef, em = data.extra_anomalies(np_rng)
+                extra_feats.append(ef)
+                extra_masks.append(em)
+            level_feats = [np.concatenate([data.feats[l]] + [np.repeat(e[l], data.anomaly_repeats, 0) if i == 0 else e[l]
+                                                               for i, e in enumerate(extra_feats)]) for l in range(n_levels)]
+            abn_masks = np.concatenate([np.repeat(extra_masks[0], data.anomaly_repeats, 0)] + extra_masks[1:])
+            n_abn = abn_masks.shape[0]
+            masks = np.concatenate([np.zeros((n_images,) + abn_masks.shape[1:], np.uint8), abn_masks])
+        order = np_rng.permutation(n_images + n_abn)
+        sums = [dict() for _ in range(n_levels)]
+        counts = [0] * n_levels
+
+        n_batches = math.ceil(len(order) / cfg.batch_images)
+        for b, start in enumerate(range(0, len(order), cfg.batch_images)):
+            idx = np.sort(order[start:start + cfg.batch_images])
+            lr = learning_rate(epoch + b / n_batches, cfg.total_epochs, cfg.warmup_epochs, cfg.lr)
+            batch_masks = torch.from_numpy(masks[idx]) if masks is not None else None
+            for l in range(n_levels):
+                for g in optims[l].param_groups:
+                    g["lr"] = lr
+                f = _to_tensor(level_feats[l], idx, device)
+                h, w = f.shape[2:]
+                if batch_masks is not None:
+                    abn = downsample_masks(batch_masks, (h, w), cfg.mask_rule).to(device)
+                else:
+                    abn = torch.zeros(f.shape[0], h, w, dtype=torch.bool, device=device)
+                x, cond, lab = sample_patches(f, abn, cfg.patches_per_image, pos[l], gen)
+                for chunk in split_chunks(x.shape[0], cfg.flow_batch, gen):
+                    chunk = chunk.to(device)
+                    loglik = flows.log_likelihood(l, x[chunk], cond[chunk])
+                    loss, stats = objective(l, loglik, lab[chunk])
+                    optims[l].zero_grad(set_to_none=True)
+                    loss.backward()
+                    optims[l].step()
+                    stats = {"loss": float(loss.detach()), **stats}
+                    for k, v in stats.items():
+                        sums[l][k] = sums[l].get(k, 0.0) + v
+                    counts[l] += 1
+
+        record = {
+            "epoch": epoch, "phase": phase, "lr": lr, "seconds": time.perf_counter() - t0,
+            "n_normal_images": n_images, "n_anomalous_images": n_abn,
+            "levels": [{k: v / max(counts[l], 1) for k, v in sums[l].items()} for l in range(n_levels)],
+        }
+        if hasattr(objective, "on_epoch_end"):
+            record.update(objective.on_epoch_end(epoch) or {})
+        history.epochs.append(record)
+        bar.set_postfix(phase=phase, loss=np.mean([r.get("loss", 0.0) for r in record["levels"]]))
+        if ckpt_path:
+            tmp = ckpt_path + ".tmp"
+            torch.save({"epoch": epoch, "flows": flows.state_dict(), "optims": [o.state_dict() for o in optims],
+                        "history": history.epochs, "rng": _rng_state()}, tmp)
+            os.replace(tmp, ckpt_path)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    flows.eval()
+    return history
+
+
+def level_sizes(feats: Sequence[np.ndarray]) -> list[tuple[int, int]]:
+    return [(f.shape[2], f.shape[3]) for f in feats]
