@@ -149,7 +149,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": dict(
         data_root=os.path.join("data", "synthetic_smoke"), img_size=64, coupling_blocks=2, pos_dim=32,
         phase1_epochs=2, phase2_epochs=1, warmup_epochs=0, batch_images=8, patches_per_image=64,
-        flow_batch=1024, lr=1e-3, n_known=4,
+        flow_batch=1024, lr=1e-3, n_known=1,
     ),
     # the rendered book on 2 CPU cores (see bench/ for measured times)
     "book": dict(),

@@ -132,6 +132,7 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
     with timer("features"):
         train_feats = features_for(cfg, data.category.train, device, progress, cache)
         test_feats = features_for(cfg, data.split.test, device, progress, cache)
+    seed_everything(cfg.seed)  # again: building the backbone on a cache miss draws from torch's generator
     flows = build_flows(cfg, [f.shape[1] for f in train_feats], device)
     with timer("train"):
         history = train_flows(flows, TrainData(train_feats), cfg, phase2_objective=None, run_dir=str(out),

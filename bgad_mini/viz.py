@@ -41,3 +41,39 @@ def plot_anomaly_maps(images: np.ndarray, maps: np.ndarray, masks: np.ndarray, t
     axes[1, 0].set_ylabel("anomaly map")
     fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01)
     return fig
+
+
+def plot_defect_montage(images: np.ndarray, masks: np.ndarray, titles: Sequence[str], ncols: int = 8):
+    """A grid of images, each with its ground-truth mask outlined in cyan (the Data chapter's montage)."""
+    plt = _plt()
+    n = len(images)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 2.1 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        img = np.clip(images[i], 0, 1).copy()
+        if masks is not None and masks[i].any():
+            img[mask_outline(masks[i])] = (0.0, 1.0, 1.0)
+        ax = axes.ravel()[i]
+        ax.imshow(img)
+        ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mask_areas(areas: dict[str, Sequence[float]]):
+    """Strip plot of defect mask areas (fraction of the image, log scale) per defect type."""
+    plt = _plt()
+    names = sorted(areas)
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names):
+        a = np.asarray(areas[name], float) * 100
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(a)), a, s=12, alpha=0.7)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yscale("log")
+    ax.set_ylabel("mask area (% of image)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

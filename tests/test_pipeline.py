@@ -1,0 +1,88 @@
+"""`bgad-mini run` / `eval` end to end on the smoke synthetic dataset: schema, determinism, reuse, resume."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bgad_mini.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(smoke_root, out, cache, *extra):
+    code = main(["run", "--method", "nf", "--data-root", str(smoke_root), "--category", "brick", "--profile", "smoke",
+                 "--seed", "0", "--out", str(out), "--set", f"cache_dir={cache}", "--no-progress", *extra])
+    assert code == 0
+    return json.loads((Path(out) / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def first_run(smoke_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    return base, _run(smoke_root, base / "a", base / "cache")
+
+
+def test_results_json_follows_the_schema(first_run, smoke_root):
+    base, res = first_run
+    for key in ("method", "dataset", "category", "setting", "known_types", "n_known", "seed", "metrics",
+                "metrics_seen", "metrics_unseen", "metrics_by_type", "timings", "peak_memory_mb", "config", "versions"):
+        assert key in res, key
+    assert res["method"] == "nf" and res["category"] == "brick" and res["dataset"] == "synthetic"
+    assert res["setting"] == "one-class" and res["known_types"] == ["crack"] and res["n_known"] == 1
+    assert "crack" not in res["unseen_types"] and len(res["unseen_types"]) == 6
+    assert set(res["metrics_by_type"]) == {"crack", "foreign", "hole", "misplaced", "missing", "scratch", "stain"}
+    for m in [res["metrics"], res["metrics_seen"], res["metrics_unseen"], *res["metrics_by_type"].values()]:
+        assert set(m) == {"image_auroc", "pixel_auroc", "pro"}
+        assert all(0.0 <= v <= 1.0 for v in m.values())
+    assert {"data", "features", "train", "evaluate"} <= set(res["timings"]) and res["peak_memory_mb"] > 0
+    assert len(res["history"]) == res["config"]["phase1_epochs"] + res["config"]["phase2_epochs"]
+    assert res["n_test"] == 8 + 7 * 2 - 1  # the known anomaly is held out of the test set
+    assert (base / "a" / "anomaly_maps.png").stat().st_size > 1000
+    assert res["versions"]["torch"] != "not installed"
+
+
+def test_same_seed_same_result_and_finished_runs_are_reused(first_run, smoke_root, capsys):
+    base, res = first_run
+    again = _run(smoke_root, base / "b", base / "cache")
+    assert again["metrics"] == res["metrics"] and again["metrics_by_type"] == res["metrics_by_type"]
+    capsys.readouterr()
+    reused = _run(smoke_root, base / "a", base / "cache")
+    assert reused == res
+
+
+def test_eval_reproduces_the_saved_metrics(first_run):
+    base, res = first_run
+    assert main(["eval", "--run", str(base / "a"), "--no-progress"]) == 0
+    re = json.loads((base / "a" / "results.json").read_text())
+    assert re["metrics"] == res["metrics"] and re["history"] == res["history"]
+
+
+def test_a_run_folder_with_another_config_is_refused(first_run, smoke_root, capsys):
+    base, _ = first_run
+    code = main(["run", "--method", "nf", "--data-root", str(smoke_root), "--category", "brick", "--profile", "smoke",
+                 "--seed", "1", "--out", str(base / "a"), "--set", f"cache_dir={base / 'cache'}", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "different config (seed)" in err
+
+
+def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["eval", "--run", str(tmp_path)]) == 2
+    assert "is not a finished run" in capsys.readouterr().err
+
+
+def test_data_scripts_are_thin_wrappers(tmp_path):
+    out = tmp_path / "syn"
+    r = subprocess.run([sys.executable, str(ROOT / "data_scripts" / "make_synthetic.py"), "--out", str(out),
+                        "--profile", "smoke", "--categories", "gravel"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "gravel" / "train" / "good").is_dir() and (out / "meta.json").is_file()
+    r = subprocess.run([sys.executable, "-m", "bgad_mini", "data", "synth", "--out", str(out), "--profile", "tiny"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "bgad_mini", "run", "--out", str(tmp_path / "r"), "--profile", "smoke",
+                        "--data-root", str(out), "--category", "gravel", "--set", "beta=2"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "bgad-mini: error: beta must lie in (0, 1), got 2.0; e.g. --set beta=0.01"
