@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,6 +62,10 @@ def _evenly(items: list, n: int | None) -> list:
         return list(items)
     step = len(items) / n
     return [items[int(i * step)] for i in range(n)]
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.npz"))
 
 
 def _cpu_wall() -> tuple[float, float]:
@@ -265,10 +268,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         t = time.perf_counter()
         FeatureCache(cache_dir).features(cfg.backbone, cfg.stages, cfg.img_size, train_items, device, progress=False)
         cache_load_train_s = time.perf_counter() - t
+        train_cache_bytes = _folder_bytes(Path(cache_dir, "features"))
         t = time.perf_counter()
         test_feats = cache.features(cfg.backbone, cfg.stages, cfg.img_size, test_items, device, progress=False)
         cache_build_test_s = time.perf_counter() - t
-        cache_bytes = sum(p.stat().st_size for p in Path(cache_dir, "features").glob("*.npz"))
+        test_cache_bytes = _folder_bytes(Path(cache_dir, "features")) - train_cache_bytes
         rss["after_cache_mib"] = peak_rss_mb()
 
         # ---- 2. flow throughput per level -----------------------------------------------------------
@@ -401,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "feature_cache": {
                 "cache_build_train_s": cache_build_train_s, "cache_build_train_ms_per_image": 1e3 * cache_build_train_s / len(train_items),
                 "cache_load_train_s": cache_load_train_s, "cache_build_test_s": cache_build_test_s,
-                "cache_size_mib": cache_bytes / 2**20,
+                "cache_size_train_mib": train_cache_bytes / 2**20, "cache_size_test_mib": test_cache_bytes / 2**20,
                 "feature_shapes": [list(f.shape) for f in train_feats],
             },
             "flow_training_throughput": throughput,
@@ -435,7 +439,7 @@ def print_summary(r: dict[str, Any], out: Path) -> None:
         "  flow training     " + ", ".join(f"{t['channels']} ch {t['patches_per_s'] / 1e3:.1f}k"
                                             for t in r["flow_training_throughput"]) + " patches/s",
         f"  feature cache     build {c['cache_build_train_s']:.1f} s for {c['train_images']} images, "
-        f"read back {c['cache_load_train_s']:.2f} s, {r['feature_cache']['cache_size_mib']:.0f} MiB",
+        f"read back {c['cache_load_train_s']:.2f} s, {r['feature_cache']['cache_size_train_mib']:.0f} MiB (float16)",
         f"  one epoch         cached {c['cached_epoch_s']:.1f} s, recompute {c['recompute_epoch_s']:.1f} s "
         f"(load {c['recompute_image_load_s_per_epoch']:.1f} + backbone {c['recompute_backbone_s_per_epoch']:.1f} "
         f"+ flows {c['recompute_flow_s_per_epoch']:.1f}): ratio {c['recompute_over_cached_ratio']:.2f} "

@@ -135,7 +135,8 @@ def test_epoch_boundary_reservoir_is_bounded_and_unbiased():
 def test_boundary_counts_known_values():
     normal = np.array([60, -30, 0, -24, 10, 20, 30, -10, 40, 50], dtype=float)
     abnormal = np.array([-40, -25, -24, -12, -10, 5], dtype=float)
-    # sorted normal: -30, -24, -10, 0, ...; β = 0.2 → k = 2 → ℓ = -10 → b_n = -1.0; τ = 1.5 → b_a = -2.5 (ℓ -25)
+    # sorted normal: -30, -24, -10, 0, ...; β = 0.2 → k = 2 → ℓ = -10 → b_n = -1.0
+    # τ = 1.5 → b_a = -2.5 (ℓ = -25)
     c = boundary_counts(normal, abnormal, beta=0.2, tau=1.5, normalizer=10.0)
     assert c["b_n"] == -1.0 and c["b_a"] == -2.5
     assert c["b_n_loglik"] == -10.0 and c["b_a_loglik"] == -25.0
