@@ -60,6 +60,8 @@ class Config:
     focal: bool = True
     mask_rule: str = "nearest"
     copy_paste: bool = True
+    anomaly_repeats: int = 3  # each known anomaly appears this often per phase-2 epoch (official: 5)
+    copy_paste_per_epoch: int = 20  # fresh copy-paste anomalies per phase-2 epoch (official: 5·N)
     # contrastive baselines (FIRM, SupCon)
     temperature: float = 0.2
     proj_dim: int = 128
@@ -98,6 +100,8 @@ class Config:
             raise BgadError(f"img_size must be a multiple of 16 and >= 32, got {self.img_size}")
         if self.n_known < 0:
             raise BgadError(f"n_known must be >= 0, got {self.n_known}")
+        if self.anomaly_repeats < 1 or self.copy_paste_per_epoch < 0:
+            raise BgadError("anomaly_repeats must be >= 1 and copy_paste_per_epoch >= 0")
         if self.temperature <= 0:
             raise BgadError(f"temperature must be > 0, got {self.temperature}")
 
@@ -149,7 +153,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": dict(
         data_root=os.path.join("data", "synthetic_smoke"), img_size=64, coupling_blocks=2, pos_dim=32,
         phase1_epochs=2, phase2_epochs=1, warmup_epochs=0, batch_images=8, patches_per_image=64,
-        flow_batch=1024, lr=1e-3, n_known=1,
+        flow_batch=1024, lr=1e-3, n_known=1, anomaly_repeats=2, copy_paste_per_epoch=4,
     ),
     # the rendered book on 2 CPU cores (see bench/ for measured times)
     "book": dict(),
@@ -158,6 +162,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         data_root=os.path.join("data", "mvtec"), category="bottle", backbone="tf_efficientnet_b6",
         setting="multi-class", img_size=256, phase1_epochs=8, phase2_epochs=192, warmup_epochs=16,
         batch_images=32, patches_per_image=0, flow_batch=4096, lr=2e-4, n_known=10,
+        anomaly_repeats=5, copy_paste_per_epoch=50,
     ),
 }
 

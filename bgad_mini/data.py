@@ -268,3 +268,35 @@ def split_known_anomalies(
     seen = sorted({it.defect_type for it in known}) if setting == "multi-class" else sorted(set(known_types))
     unseen = [t for t in all_types if t not in seen]
     return Split(known=known, test=test, seen_types=seen, unseen_types=unseen, setting=setting)
+
+
+# ----------------------------------------------------------------------------------------------
+# Copy-paste of known anomalies (the official "RandAugmented CutPaste" strategy, simplified)
+# ----------------------------------------------------------------------------------------------
+def copy_paste(normal: np.ndarray, anomaly: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Paste the masked defect of `anomaly` onto `normal` at a random place, after a random rot90/flip and a
+    small brightness change applied to the defect and its mask together.
+
+    normal, anomaly: (H, W, 3) float in [0, 1]; mask: (H, W) in {0, 1}. Returns the new image and its mask,
+    which marks exactly the pasted pixels. Introduced in the *BG-SPP* chapter; the official code also uses
+    foreground masks and 3 random albumentations augmenters (see the Reproduction chapter).
+    """
+    img, m = anomaly, mask.astype(bool)
+    k = int(rng.integers(4))
+    img, m = np.rot90(img, k), np.rot90(m, k)
+    if rng.random() < 0.5:
+        img, m = img[:, ::-1], m[:, ::-1]
+    img = np.clip(img * rng.uniform(0.9, 1.1) + rng.uniform(-0.04, 0.04), 0.0, 1.0)
+    ys, xs = np.nonzero(m)
+    out = normal.copy()
+    out_mask = np.zeros(normal.shape[:2], dtype=np.uint8)
+    if ys.size == 0:
+        return out, out_mask
+    h, w = normal.shape[:2]
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    dy = int(rng.integers(0, h - (y1 - y0) + 1)) - y0
+    dx = int(rng.integers(0, w - (x1 - x0) + 1)) - x0
+    out[ys + dy, xs + dx] = img[ys, xs]
+    out_mask[ys + dy, xs + dx] = 1
+    return out, out_mask

@@ -101,8 +101,8 @@ def bg_spp_loss(loglik: torch.Tensor, abnormal: torch.Tensor, b_n: torch.Tensor 
 
 
 def pushpull_loss(loglik: torch.Tensor, abnormal: torch.Tensor,
-                  normalizer: float = 10.0) -> tuple[torch.Tensor, dict]:
-    """BGAD†'s "conventional contrastive" loss: L_pull + L_push, binary cross-entropy with ℓ as the logit.
+                  normalizer: float = 10.0, push_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """BGAD†'s "conventional contrastive" loss: L_pull + push_weight·L_push, binary cross-entropy with ℓ as the logit.
 
     L_pull = mean over normal patches of softplus(−ℓ) = −log σ(ℓ)      (exactly the official L_ml form);
     L_push = mean over abnormal patches of softplus(ℓ) = −log(1 − σ(ℓ)).
@@ -122,7 +122,7 @@ def pushpull_loss(loglik: torch.Tensor, abnormal: torch.Tensor,
     l_push = _mean_or_zero(F.softplus(ll[mask]))
     stats = {"l_pull": float(l_pull.detach()), "l_push": float(l_push.detach()),
              "n_normal": int((~mask).sum()), "n_abnormal": int(mask.sum())}
-    return l_pull + l_push, stats
+    return l_pull + push_weight * l_push, stats
 
 
 # --- contrastive losses on embeddings (FIRM, SupCon, SimCLR), pairwise B×B layout ---------------------------

@@ -81,6 +81,35 @@ def features_for(cfg: Config, items, device: str, progress: bool, cache=None) ->
     return cache.features(cfg.backbone, cfg.stages, cfg.img_size, items, device=device, progress=progress)
 
 
+def anomaly_train_data(cfg: Config, data: RunData, train_feats: list[np.ndarray], cache, device: str,
+                       progress: bool):
+    """Phase-2 training data: the known anomalies (cached features, masks) and a copy-paste generator.
+
+    Copy-paste images are new every epoch, so only they pass through the backbone during training.
+    """
+    from .backbone import extract
+    from .data import copy_paste
+    from .train import TrainData
+
+    known_feats = features_for(cfg, data.split.known, device, progress, cache)
+    known_images, known_masks = load_items(data.split.known, cfg.img_size)
+    extra = None
+    if cfg.copy_paste and cfg.copy_paste_per_epoch > 0:
+        train_items = data.category.train
+
+        def extra(rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+            normals = rng.integers(len(train_items), size=cfg.copy_paste_per_epoch)
+            sources = rng.integers(len(known_images), size=cfg.copy_paste_per_epoch)
+            base, _ = load_items([train_items[i] for i in normals], cfg.img_size)
+            pairs = [copy_paste(base[j], known_images[s], known_masks[s], rng) for j, s in enumerate(sources)]
+            images = np.stack([p[0] for p in pairs])
+            feats = extract(cache.extractor(cfg.backbone, cfg.stages, device), images, device=device)
+            return [f.numpy() for f in feats], np.stack([p[1] for p in pairs])
+
+    return TrainData(train_feats, anomaly_feats=known_feats, anomaly_masks=known_masks,
+                     anomaly_repeats=cfg.anomaly_repeats, extra_anomalies=extra)
+
+
 def build_flows(cfg: Config, channels: list[int], device: str):
     from .flow import ConditionalFlows
 
@@ -103,7 +132,7 @@ def _check_run_dir(out: Path, cfg: Config) -> dict | None:
 
 def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool = False) -> dict[str, Any]:
     """Train and evaluate `cfg.method` on one category; write `out/results.json` and return it."""
-    from .train import TrainData, train_flows
+    from .train import TrainData, make_objective, train_flows
 
     out = Path(out)
     timer = Timer()
@@ -123,8 +152,10 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
     seed_everything(cfg.seed)
     threads = set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    if cfg.method != "nf":
-        raise BgadError(f"method {cfg.method!r} is not available in this version; use --method nf")
+    if cfg.method in ("firm", "supcon"):
+        raise BgadError(f"method {cfg.method!r} is not available in this version; use nf, bgad or pushpull")
+    if cfg.method != "nf" and not data.split.known:
+        raise BgadError(f"method {cfg.method!r} needs known anomalies: set --n-known > 0")
 
     from .backbone import FeatureCache
 
@@ -132,11 +163,15 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
     with timer("features"):
         train_feats = features_for(cfg, data.category.train, device, progress, cache)
         test_feats = features_for(cfg, data.split.test, device, progress, cache)
+    train_data = TrainData(train_feats)
+    if cfg.method != "nf":
+        with timer("features"):
+            train_data = anomaly_train_data(cfg, data, train_feats, cache, device, progress)
     seed_everything(cfg.seed)  # again: building the backbone on a cache miss draws from torch's generator
     flows = build_flows(cfg, [f.shape[1] for f in train_feats], device)
     with timer("train"):
-        history = train_flows(flows, TrainData(train_feats), cfg, phase2_objective=None, run_dir=str(out),
-                              device=device, progress=progress)
+        history = train_flows(flows, train_data, cfg, phase2_objective=make_objective(cfg, len(train_feats)),
+                              run_dir=str(out), device=device, progress=progress)
     import torch
 
     torch.save(flows.state_dict(), out / FLOWS)

@@ -61,6 +61,91 @@ def ml_objective(level: int, loglik: torch.Tensor, abnormal: torch.Tensor) -> tu
     return loss, {"ml": float(loss.detach())}
 
 
+class BGSPPObjective:
+    """Phase 2 of BGAD: L = L_ml(normal patches, focal-weighted) + λ·L_bg-spp (seed 001, Eq. of L_bg-spp).
+
+    Boundary scope "batch" (the official code): b_n is the β-quantile of the chunk's own normal ℓ.
+    Scope "epoch" (the paper's description): b_n comes from all normal ℓ of the previous epoch, which the
+    trainer feeds through `observe` from the last phase-1 epoch on. Introduced in the *BG-SPP* chapter.
+    """
+
+    def __init__(self, cfg: Config, n_levels: int) -> None:
+        from .boundary import EpochBoundary
+
+        self.cfg = cfg
+        self.epoch_boundaries = [EpochBoundary(cfg.beta, cfg.tau, cfg.normalizer, seed=cfg.seed + l)
+                                 for l in range(n_levels)] if cfg.boundary == "epoch" else None
+        self._stats: dict[str, list[float]] = {}
+
+    def observe(self, level: int, loglik: torch.Tensor, abnormal: torch.Tensor) -> None:
+        if self.epoch_boundaries is not None:
+            self.epoch_boundaries[level].update(loglik.detach()[~abnormal])
+
+    def _boundary(self, level: int, loglik: torch.Tensor, abnormal: torch.Tensor):
+        from .boundary import boundaries
+
+        if self.epoch_boundaries is not None:
+            fixed = self.epoch_boundaries[level].current()
+            if fixed is not None:
+                return fixed
+        return boundaries(loglik.detach()[~abnormal], self.cfg.beta, self.cfg.tau, self.cfg.normalizer)
+
+    def __call__(self, level: int, loglik: torch.Tensor, abnormal: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        from .losses import bg_spp_loss, normal_focal_weights
+
+        self.observe(level, loglik, abnormal)
+        normal = loglik[~abnormal]
+        weights = normal_focal_weights(normal, self.cfg.normalizer) if self.cfg.focal else None
+        l_ml = ml_loss(normal, weights)
+        if not bool(abnormal.any()) or normal.numel() == 0:
+            return l_ml, {"ml": float(l_ml.detach())}
+        b_n, b_a = self._boundary(level, loglik, abnormal)
+        l_spp, st = bg_spp_loss(loglik, abnormal, b_n, b_a, self.cfg.normalizer, focal=self.cfg.focal)
+        stats = {"ml": float(l_ml.detach()), "bg_spp": float(l_spp.detach()), "b_n": float(b_n), "b_a": float(b_a),
+                 "frac_abnormal_above_ba": st["n_violating_abnormal"] / max(int(abnormal.sum()), 1)}
+        return l_ml + self.cfg.lam * l_spp, stats
+
+    def on_epoch_end(self, epoch: int) -> dict:
+        if self.epoch_boundaries is None:
+            return {}
+        pairs = [eb.finish_epoch() for eb in self.epoch_boundaries]
+        return {"epoch_boundary_bn": [None if p is None else float(p[0]) for p in pairs]}
+
+    def state_dict(self) -> dict:
+        if self.epoch_boundaries is None:
+            return {}
+        return {"fixed": [eb.current() for eb in self.epoch_boundaries]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for eb, fixed in zip(self.epoch_boundaries or [], state.get("fixed", [])):
+            eb._fixed = fixed
+
+
+class PushPullObjective:
+    """BGAD† ("conventional contrastive loss"): L_ml on normals + λ·L_push on every anomalous patch.
+
+    No explicit boundary and no margin: see `losses.pushpull_loss`. Introduced in the *BG-SPP* chapter.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def __call__(self, level: int, loglik: torch.Tensor, abnormal: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        from .losses import pushpull_loss
+
+        loss, st = pushpull_loss(loglik, abnormal, self.cfg.normalizer, push_weight=self.cfg.lam)
+        return loss, {"ml": st["l_pull"], "push": st["l_push"]}
+
+
+def make_objective(cfg: Config, n_levels: int) -> Objective | None:
+    """The phase-2 objective of a method: BG-SPP for bgad, push-pull for pushpull, None (ML only) for nf."""
+    if cfg.method == "bgad":
+        return BGSPPObjective(cfg, n_levels)
+    if cfg.method == "pushpull":
+        return PushPullObjective(cfg)
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # Small pieces, each testable on its own
 # ----------------------------------------------------------------------------------------------
@@ -177,6 +262,8 @@ def train_flows(
         for opt, s in zip(optims, state["optims"]):
             opt.load_state_dict(s)
         history.epochs = state["history"]
+        if phase2_objective is not None and hasattr(phase2_objective, "load_state_dict"):
+            phase2_objective.load_state_dict(state.get("objective", {}))
         start_epoch = state["epoch"] + 1
         _set_rng_state(state["rng"])
         if progress and start_epoch < cfg.total_epochs:
@@ -193,6 +280,8 @@ def train_flows(
         phase = 1 if epoch < cfg.phase1_epochs else 2
         use_anomalies = phase == 2 and phase2_objective is not None
         objective = phase2_objective if use_anomalies else ml_objective
+        # the epoch-scope boundary needs the normal ℓ of the epoch before phase 2 starts
+        observe = getattr(phase2_objective, "observe", None) if epoch == cfg.phase1_epochs - 1 else None
 
         # the epoch's samples: normal images, then (phase 2) known anomalies and fresh copy-paste ones
         level_feats = list(data.feats)
@@ -210,8 +299,8 @@ def train_flows(
             n_abn = abn_masks.shape[0]
             masks = np.concatenate([np.zeros((n_images,) + abn_masks.shape[1:], np.uint8), abn_masks])
         order = np_rng.permutation(n_images + n_abn)
-        sums = [dict() for _ in range(n_levels)]
-        counts = [0] * n_levels
+        sums: list[dict[str, float]] = [dict() for _ in range(n_levels)]
+        counts: list[dict[str, int]] = [dict() for _ in range(n_levels)]
 
         n_batches = math.ceil(len(order) / cfg.batch_images)
         for b, start in enumerate(range(0, len(order), cfg.batch_images)):
@@ -232,27 +321,31 @@ def train_flows(
                     chunk = chunk.to(device)
                     loglik = flows.log_likelihood(l, x[chunk], cond[chunk])
                     loss, stats = objective(l, loglik, lab[chunk])
+                    if observe is not None:
+                        observe(l, loglik, lab[chunk])
                     optims[l].zero_grad(set_to_none=True)
                     loss.backward()
                     optims[l].step()
                     stats = {"loss": float(loss.detach()), **stats}
                     for k, v in stats.items():
                         sums[l][k] = sums[l].get(k, 0.0) + v
-                    counts[l] += 1
+                        counts[l][k] = counts[l].get(k, 0) + 1
 
         record = {
             "epoch": epoch, "phase": phase, "lr": lr, "seconds": time.perf_counter() - t0,
             "n_normal_images": n_images, "n_anomalous_images": n_abn,
-            "levels": [{k: v / max(counts[l], 1) for k, v in sums[l].items()} for l in range(n_levels)],
+            "levels": [{k: v / counts[l][k] for k, v in sums[l].items()} for l in range(n_levels)],
         }
-        if hasattr(objective, "on_epoch_end"):
-            record.update(objective.on_epoch_end(epoch) or {})
+        if hasattr(phase2_objective, "on_epoch_end") and (use_anomalies or observe is not None):
+            record.update(phase2_objective.on_epoch_end(epoch) or {})
         history.epochs.append(record)
         bar.set_postfix(phase=phase, loss=np.mean([r.get("loss", 0.0) for r in record["levels"]]))
         if ckpt_path:
             tmp = ckpt_path + ".tmp"
             torch.save({"epoch": epoch, "flows": flows.state_dict(), "optims": [o.state_dict() for o in optims],
-                        "history": history.epochs, "rng": _rng_state()}, tmp)
+                        "history": history.epochs, "rng": _rng_state(),
+                        "objective": phase2_objective.state_dict() if hasattr(phase2_objective, "state_dict") else {}},
+                       tmp)
             os.replace(tmp, ckpt_path)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)

@@ -126,3 +126,76 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     assert [r["epoch"] for r in hist.epochs] == [0, 1, 2, 3]
     for k, v in full.state_dict().items():
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
+
+
+# ---- phase 2 -------------------------------------------------------------------------------------
+def test_two_phase_switch_brings_in_the_anomalies_only_in_phase_2(tmp_path):
+    feats = _toy(2)
+    rng = np.random.default_rng(0)
+    anomaly_feats = [f[:2].copy() for f in feats]
+    masks = np.zeros((2, 8, 8), np.uint8)
+    masks[:, :4, :4] = 1  # top-left quarter defective
+    calls = []
+
+    def recording(level, loglik, abnormal):
+        calls.append((level, int(abnormal.sum()), int(abnormal.numel())))
+        return ml_loss(loglik[~abnormal]), {}
+
+    cfg = _cfg(phase1_epochs=2, phase2_epochs=2)
+    flows = ConditionalFlows([4, 8], cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha)
+    hist = train_flows(flows, TrainData(feats, anomaly_feats=anomaly_feats, anomaly_masks=masks, anomaly_repeats=3),
+                       cfg, phase2_objective=recording, progress=False)
+    assert [r["phase"] for r in hist.epochs] == [1, 1, 2, 2]
+    assert [r["n_anomalous_images"] for r in hist.epochs] == [0, 0, 6, 6]
+    # level 0 grid is 4x4: a quarter is 4 abnormal patches per anomalous image, 6 images per epoch, 2 epochs
+    assert sum(c[1] for c in calls if c[0] == 0) == 4 * 6 * 2
+    assert sum(c[1] for c in calls if c[0] == 1) == 1 * 6 * 2  # 2x2 grid: one abnormal patch per image
+
+
+def test_bgspp_objective_is_ml_plus_lambda_times_bgspp_by_hand():
+    from bgad_mini.train import BGSPPObjective
+
+    cfg = Config.from_profile("book", focal=False, lam=2.0, beta=0.25, tau=0.1)
+    obj = BGSPPObjective(cfg, 1)
+    # normals x = l/10: [-1.2, -0.8, -0.3, -0.1]; beta .25 of 4 -> k = 1 -> b_n = -0.8; b_a = -0.9
+    l = torch.tensor([-12.0, -8.0, -3.0, -1.0, 5.0, -20.0], requires_grad=True)
+    abn = torch.tensor([False, False, False, False, True, True])
+    loss, st = obj(0, l, abn)
+    sp = lambda v: math.log1p(math.exp(v))
+    ml = (sp(12) + sp(8) + sp(3) + sp(1)) / 4
+    # pull: normals with x <= -0.8: -1.2 (0.4) and -0.8 (0.0) -> mean 0.2; push: x >= -0.9: 0.5 -> 1.4
+    assert st["b_n"] == pytest.approx(-0.8) and st["b_a"] == pytest.approx(-0.9)
+    assert loss.item() == pytest.approx(ml + 2.0 * (0.2 + 1.4), rel=1e-5)
+
+
+def test_epoch_boundary_is_fixed_from_the_last_phase_1_epoch(tmp_path):
+    from bgad_mini.train import BGSPPObjective
+
+    feats = _toy(3)
+    masks = np.zeros((2, 8, 8), np.uint8)
+    masks[:, :4, :4] = 1
+    cfg = _cfg(phase1_epochs=2, phase2_epochs=1, boundary="epoch")
+    obj = BGSPPObjective(cfg, 2)
+    flows = ConditionalFlows([4, 8], cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha)
+    hist = train_flows(flows, TrainData(feats, anomaly_feats=[f[:2] for f in feats], anomaly_masks=masks), cfg,
+                       phase2_objective=obj, progress=False)
+    assert "epoch_boundary_bn" not in hist.epochs[0]
+    fixed_after_phase1 = hist.epochs[1]["epoch_boundary_bn"]
+    assert all(b is not None for b in fixed_after_phase1)
+    # phase 2 used the boundary fixed at the end of phase 1, for every chunk of the epoch
+    assert hist.epochs[2]["levels"][0]["b_n"] == pytest.approx(fixed_after_phase1[0], abs=1e-6)
+
+
+def test_copy_paste_moves_exactly_the_masked_pixels():
+    from bgad_mini.data import copy_paste
+
+    rng = np.random.default_rng(0)
+    normal = np.zeros((32, 32, 3), np.float32)
+    anomaly = np.ones((32, 32, 3), np.float32)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[2:6, 3:10] = 1
+    for _ in range(20):
+        img, m = copy_paste(normal, anomaly, mask, rng)
+        assert m.sum() == mask.sum()
+        assert np.array_equal(m.astype(bool), (img != normal).any(-1))
+    assert copy_paste(normal, anomaly, np.zeros_like(mask), rng)[1].sum() == 0
