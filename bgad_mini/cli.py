@@ -1,4 +1,4 @@
-"""`bgad-mini` (also `python -m bgad_mini`): data, run, eval.
+"""`bgad-mini` (also `python -m bgad_mini`): data, run, eval, ablate, reproduce.
 
 Every user error is one line on stderr and exit code 2; the full traceback is shown only with
 `BGAD_DEBUG=1`.
@@ -60,7 +60,50 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="re-evaluate a saved run from its checkpoint")
     ev.add_argument("--run", required=True, help="run folder written by `bgad-mini run`")
     ev.add_argument("--no-progress", action="store_true")
+
+    _add_grid_commands(sub)
     return p
+
+
+def _add_grid_commands(sub) -> None:
+    """`ablate` and `reproduce`: grids of runs with reuse and parallel jobs (logic in `ablation.py`)."""
+    ab = sub.add_parser("ablate", help="run a grid of methods x settings x seeds x parameters; CSVs and plots")
+    ab.add_argument("--data-root", default=None, help="dataset root in the MVTec layout (default: the profile's)")
+    ab.add_argument("--categories", nargs="+", default=None, help="default: the profile's category")
+    ab.add_argument("--methods", nargs="+", default=["nf", "bgad"], help=f"any of {' '.join(METHODS)}")
+    ab.add_argument("--settings", nargs="+", default=["one-class"], help=f"any of {' '.join(SETTINGS)}")
+    ab.add_argument("--known-types", nargs="+", default=None,
+                    help="one-class seen type per run; crack,hole = two seen types in one run (default: first type)")
+    ab.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ab.add_argument("--profile", choices=PROFILES, default="book")
+    ab.add_argument("--out", required=True, help="folder: runs/<key>/, results.csv, summary.csv, plots/")
+    ab.add_argument("--grid", nargs="+", action="extend", default=[], metavar="KEY=V1,V2",
+                    help="parameter axes, e.g. beta=0.01,0.05 tau=0.1,0.5 lambda=0.5,1 boundary=batch,epoch n_known=1,5")
+    ab.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="any Config field")
+    ab.add_argument("--jobs", type=int, default=1, help="parallel runs; each gets max(1, cores // jobs) threads")
+    ab.add_argument("--no-progress", action="store_true")
+
+    rp = sub.add_parser("reproduce", help="BGAD on every category found, tables beside the paper's own numbers")
+    rp.add_argument("--data-root", default=os.path.join("data", "mvtec"), help="MVTecAD (or BTAD) root")
+    rp.add_argument("--profile", choices=PROFILES, default="paper")
+    rp.add_argument("--out", default=os.path.join("runs", "reproduce"))
+    rp.add_argument("--categories", nargs="+", default=None, help="default: every category under the data root")
+    rp.add_argument("--methods", nargs="+", default=["bgad"], help="bgad (default); add nf for the NFAD column")
+    rp.add_argument("--seeds", nargs="+", type=int, default=[0])
+    rp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="any Config field")
+    rp.add_argument("--jobs", type=int, default=1, help="parallel runs; each gets max(1, cores // jobs) threads")
+    rp.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    from . import ablation
+
+    common = dict(sets=_parse_sets(args.sets), jobs=args.jobs, progress=not args.no_progress)
+    if args.command == "ablate":
+        return ablation.ablate(args.data_root, args.categories, args.methods, args.settings, args.known_types,
+                               args.seeds, args.profile, args.out, grid=args.grid, **common)
+    return ablation.reproduce(args.data_root, args.profile, args.out, categories=args.categories, seeds=args.seeds,
+                              methods=args.methods, **common)
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -139,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "eval":
             return _cmd_eval(args)
+        if args.command in ("ablate", "reproduce"):
+            return _cmd_grid(args)
     except BgadError as exc:
         if os.environ.get("BGAD_DEBUG"):
             raise

@@ -44,13 +44,13 @@ class Config:
     pos_dim: int = 128
     # optimisation
     method: str = "nf"
-    lr: float = 2e-4
+    lr: float = 1e-3  # book profile: few steps on a CPU; the paper profile uses the official 2e-4
     phase1_epochs: int = 8
     phase2_epochs: int = 4
     warmup_epochs: int = 1
     batch_images: int = 8
     patches_per_image: int = 256  # patches sampled per image per level per step (0 = all)
-    flow_batch: int = 4096
+    flow_batch: int = 512  # vectors per optimiser step (official: 4096)
     # boundary and losses (official run: beta 0.01, tau 0.1, normalizer 10, lambda 1, focal on)
     beta: float = 0.01
     tau: float = 0.1
@@ -66,9 +66,16 @@ class Config:
     temperature: float = 0.2
     proj_dim: int = 128
     knn_k: int = 1
+    contrastive_epochs: int = 10  # epochs of the projection head (one epoch = one pass over the normal patches)
+    contrastive_lr: float = 1e-3  # Adam, cosine decay
+    contrastive_batch: int = 1024  # patches per step (every outlier up to a quarter, the rest normal)
+    view_pairs: int = 2  # photometric view pairs per training image, computed once per run
+    aug_strength: float = 1.0  # scales the photometric jitter of the views (0 = identical views)
+    bank_size: int = 20000  # normal patch embeddings kept for k-NN scoring (seeded random subset)
     # evaluation
     pro_fpr_limit: float = 0.3
     eval_smoothing_sigma: float = 0.0  # display-only smoothing of maps; 0 = none, as the official metric
+    alt_score_sigma: float = 4.0  # also report the −ℓ score smoothed with this σ ("metrics_alt"); 0 = skip
 
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -104,6 +111,10 @@ class Config:
             raise BgadError("anomaly_repeats must be >= 1 and copy_paste_per_epoch >= 0")
         if self.temperature <= 0:
             raise BgadError(f"temperature must be > 0, got {self.temperature}")
+        if self.view_pairs < 1 or self.bank_size < 1 or self.contrastive_batch < 2 or self.contrastive_epochs < 0:
+            raise BgadError("view_pairs and bank_size must be >= 1, contrastive_batch >= 2, contrastive_epochs >= 0")
+        if self.aug_strength < 0 or self.knn_k < 1:
+            raise BgadError(f"aug_strength must be >= 0 and knn_k >= 1, got {self.aug_strength} and {self.knn_k}")
 
     # ------------------------------------------------------------------
     @classmethod
@@ -154,6 +165,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         data_root=os.path.join("data", "synthetic_smoke"), img_size=64, coupling_blocks=2, pos_dim=32,
         phase1_epochs=2, phase2_epochs=1, warmup_epochs=0, batch_images=8, patches_per_image=64,
         flow_batch=1024, lr=1e-3, n_known=1, anomaly_repeats=2, copy_paste_per_epoch=4,
+        contrastive_epochs=2, contrastive_batch=256, view_pairs=1, bank_size=2000,
     ),
     # the rendered book on 2 CPU cores (see bench/ for measured times)
     "book": dict(),

@@ -188,7 +188,7 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
 
 def evaluate_flows(flows, test_feats: list[np.ndarray], data: RunData, cfg: Config) -> dict[str, Any]:
     """Anomaly maps of the test images (official score) and every metric, overall, per type, seen/unseen."""
-    from .evaluate import anomaly_maps, evaluate
+    from .evaluate import anomaly_maps, evaluate, nll_maps, smooth_maps
     from .flow import level_log_likelihoods
 
     flows.eval()
@@ -197,9 +197,15 @@ def evaluate_flows(flows, test_feats: list[np.ndarray], data: RunData, cfg: Conf
     _, masks = load_items(data.split.test, cfg.img_size)
     labels = np.array([it.label for it in data.split.test])
     types = [it.defect_type for it in data.split.test]
-    metrics = evaluate(maps, masks if data.category.has_masks else None, labels, types,
-                       seen_types=data.split.seen_types if data.split.known else None)
-    return {"maps": maps, "masks": masks, "labels": labels, "types": types, "logliks": logliks, **metrics}
+    gt = masks if data.category.has_masks else None
+    seen = data.split.seen_types if data.split.known else None
+    metrics = evaluate(maps, gt, labels, types, seen_types=seen)
+    alt = None
+    if cfg.alt_score_sigma > 0:
+        alt_maps = smooth_maps(nll_maps(logliks, cfg.img_size), cfg.alt_score_sigma)
+        alt = {"score": f"mean over levels of -l, upsampled, Gaussian smoothing sigma={cfg.alt_score_sigma}",
+               **evaluate(alt_maps, gt, labels, types, seen_types=seen)}
+    return {"maps": maps, "masks": masks, "labels": labels, "types": types, "logliks": logliks, "alt": alt, **metrics}
 
 
 def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timings: dict, threads: int,
@@ -224,6 +230,7 @@ def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timing
         "metrics_seen": ev["metrics_seen"],
         "metrics_unseen": ev["metrics_unseen"],
         "metrics_by_type": ev["metrics_by_type"],
+        "metrics_alt": ev["alt"],
         "timings": dict(timings),
         "peak_memory_mb": round(peak_rss_mb(), 1),
         "device": device,

@@ -13,9 +13,9 @@ from bgad_mini.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(smoke_root, out, cache, *extra):
-    code = main(["run", "--method", "nf", "--data-root", str(smoke_root), "--category", "brick", "--profile", "smoke",
-                 "--seed", "0", "--out", str(out), "--set", f"cache_dir={cache}", "--no-progress", *extra])
+def _run(smoke_root, out, cache, *extra, method="nf"):
+    code = main(["run", "--method", method, "--data-root", str(smoke_root), "--category", "brick", "--profile",
+                 "smoke", "--seed", "0", "--out", str(out), "--set", f"cache_dir={cache}", "--no-progress", *extra])
     assert code == 0
     return json.loads((Path(out) / "results.json").read_text())
 
@@ -86,3 +86,23 @@ def test_data_scripts_are_thin_wrappers(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bgad_mini", "run", "--out", str(tmp_path / "r"), "--profile", "smoke",
                         "--data-root", str(out), "--category", "gravel", "--set", "beta=2"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "bgad-mini: error: beta must lie in (0, 1), got 2.0; e.g. --set beta=0.01"
+
+
+@pytest.mark.parametrize("method,key", [("bgad", "bg_spp"), ("pushpull", "push")])
+def test_bgad_and_pushpull_train_in_two_phases(first_run, smoke_root, method, key):
+    base, nf = first_run
+    res = _run(smoke_root, base / method, base / "cache", method=method)
+    assert res["method"] == method and [h["phase"] for h in res["history"]] == [1, 1, 2]
+    last = res["history"][-1]
+    assert last["n_anomalous_images"] == 1 * 2 + 4  # 1 known anomaly x 2 repeats + 4 copy-paste (smoke profile)
+    assert all(key in lvl for lvl in last["levels"])
+    assert res["n_test"] == nf["n_test"] and res["known_images"] == nf["known_images"]  # same held-out test set
+    if method == "bgad":
+        lvl = last["levels"][0]
+        assert lvl["b_a"] == pytest.approx(lvl["b_n"] - 0.1, abs=1e-5)
+
+
+def test_methods_that_need_anomalies_refuse_n_known_zero(smoke_root, tmp_path, capsys):
+    code = main(["run", "--method", "bgad", "--data-root", str(smoke_root), "--category", "brick", "--profile", "smoke",
+                 "--n-known", "0", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert code == 2 and "needs known anomalies" in capsys.readouterr().err
