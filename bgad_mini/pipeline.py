@@ -116,14 +116,18 @@ def build_flows(cfg: Config, channels: list[int], device: str):
     return ConditionalFlows(channels, cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha).to(device)
 
 
+RUNTIME_FIELDS = ("threads", "cache_dir")  # how a run is computed, not what it computes
+
+
 def _check_run_dir(out: Path, cfg: Config) -> dict | None:
-    """The finished results if this folder already holds this exact config; error if it holds another."""
+    """The finished results if this folder already holds this config; error if it holds another."""
     cfg_path = out / CONFIG
     if not cfg_path.exists():
         return None
-    saved = json.loads(cfg_path.read_text())
-    if saved != cfg.to_dict():
-        diff = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
+    saved = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k not in RUNTIME_FIELDS}
+    wanted = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
+    if saved != wanted:
+        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise BgadError(f"run folder {out} holds a run with a different config ({', '.join(diff)}); "
                         "use another --out or delete the folder")
     res = out / RESULTS
@@ -184,6 +188,31 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
     results["timings"] = dict(timer.seconds)
     write_results(results, out)
     return results
+
+
+def load_or_run(cfg: Config, runs_root: str | os.PathLike, progress: bool = True) -> tuple[dict[str, Any], Path]:
+    """The chapters' run cache: `runs_root/<run key>` holds each config once; a finished run is loaded, an
+    unfinished one resumes, a missing one is trained. Returns (results, run folder)."""
+    from .ablation import run_key
+
+    cfg = prepare_data(cfg, verbose=False).cfg  # fills the one-class default known type, so keys agree
+    out = Path(runs_root) / run_key(cfg)
+    return run(cfg, out, progress=progress), out
+
+
+def load_flows(run_dir: str | os.PathLike, device: str = "cpu"):
+    """The trained flows and the config of a finished run folder."""
+    import torch
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists() or not (run_dir / FLOWS).exists():
+        raise BgadError(f"{run_dir} is not a finished run (needs {CONFIG} and {FLOWS}); run `bgad-mini run` first")
+    cfg = Config.from_dict(json.loads((run_dir / CONFIG).read_text()))
+    state = torch.load(run_dir / FLOWS, map_location=device)
+    channels = [int(state[f"flows.{l}.module_list.0.w_perm"].shape[0]) for l in range(len(cfg.stages))]
+    flows = build_flows(cfg, channels, device)
+    flows.load_state_dict(state)
+    return flows.eval(), cfg
 
 
 def evaluate_flows(flows, test_feats: list[np.ndarray], data: RunData, cfg: Config) -> dict[str, Any]:
@@ -270,22 +299,17 @@ def save_map_figure(ev: dict, data: RunData, cfg: Config, path: Path) -> None:
 
 def reevaluate(run_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
     """Evaluate a saved run again from its config and final flows; rewrite its results.json."""
-    import torch
-
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists() or not (run_dir / FLOWS).exists():
-        raise BgadError(f"{run_dir} is not a finished run (needs {CONFIG} and {FLOWS}); run `bgad-mini run` first")
-    cfg = Config.from_dict(json.loads((run_dir / CONFIG).read_text()))
+    saved = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).exists() else {}
+    device = resolve_device(saved.get("device", "auto"))
+    flows, cfg = load_flows(run_dir, device)
     old = json.loads((run_dir / RESULTS).read_text()) if (run_dir / RESULTS).exists() else {}
     timer = Timer()
     with timer("data"):
         data = prepare_data(cfg, verbose=False)
     set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     with timer("features"):
         test_feats = features_for(cfg, data.split.test, device, progress)
-    flows = build_flows(cfg, [f.shape[1] for f in test_feats], device)
-    flows.load_state_dict(torch.load(run_dir / FLOWS, map_location=device))
     with timer("evaluate"):
         ev = evaluate_flows(flows, test_feats, data, cfg)
     results = assemble_results(cfg, data, ev, old.get("history", []), {**old.get("timings", {}), **{
