@@ -53,3 +53,109 @@ def test_data_chapter(tmp_path, smoke_root):
     assert g["n_known_multi"] == "3"
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # the montage and the mask-area plot
+
+
+def test_flows_chapter(tmp_path):
+    nb = _run(ROOT / "book" / "flows.ipynb", tmp_path / "flows.ipynb", profile="smoke")
+    g = _glued(nb)
+    assert float(g["affine_err"]) < 1e-10  # the change-of-variables formula matches SciPy's Gaussian
+    for flow in ("hand", "freia"):
+        names = ("inv_err", "logdet_err", "integral", "ll")
+        inv_err, logdet_err, integral, ll = (float(g[f"{flow}_{n}"]) for n in names)
+        assert inv_err < 1e-4, flow  # f⁻¹(f(x)) = x
+        assert logdet_err < 1e-4, flow  # coupling log-det = log|det| of autograd's Jacobian
+        assert abs(integral - 1.0) < 0.05, flow  # the learned density integrates to 1
+        assert ll > float(g["gauss_ll"]), flow  # training did something: better than one Gaussian
+    # log p scales with C, ℓ = log p / C does not
+    p5_first, p5_last, ell_first, ell_last = (float(g[n]) for n in ("p5_logp_first", "p5_logp_last", "p5_ell_first",
+                                                                    "p5_ell_last"))
+    assert p5_last < 3 * p5_first < 0
+    assert abs(ell_last - ell_first) < 0.5
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 4  # affine clouds, flow panels, comparison, log p vs ℓ
+
+
+def test_contrastive_chapter(tmp_path):
+    nb = _run(ROOT / "book" / "contrastive.ipynb", tmp_path / "contrastive.ipynb", profile="smoke")
+    g = _glued(nb)
+    assert float(g["mask_err"]) < 1e-12  # the masks in the text give exactly the package's three losses
+    assert int(g["n_synthetic"]) == 3 * int(g["n_normal_train"])  # three rotations per normal image
+    aurocs = [float(g[f"auroc_{o}"]) for o in ("simclr", "supcon", "firm", "pixels")]
+    assert all(0.0 <= a <= 1.0 for a in aurocs)
+    assert all(a > 0.6 for a in aurocs), aurocs  # well above chance even after the smoke profile's few steps
+    for o in ("simclr", "supcon", "firm"):
+        assert -1.0 <= float(g[f"compact_{o}"]) <= 1.0 and -1.0 <= float(g[f"rotcos_{o}"]) <= 1.0
+    best = max(("SimCLR", "SupCon", "FIRM"), key=lambda o: float(g[f"auroc_{o.lower()}"]))
+    assert best in g["auroc_verdict"]  # the sentence in the text names the objective the numbers put first
+    fig = [o for c in nb.cells for o in c.get("outputs", [])
+           if o.get("metadata", {}).get("scrapbook", {}).get("name") == "fig_embeddings"]
+    assert fig and any(k.endswith("image/png") for k in fig[0]["data"])  # the embedding figure exists
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 3  # digits, positive masks, AUROC bars
+
+
+@pytest.fixture(scope="module")
+def chapter_runs(tmp_path_factory) -> dict[str, str]:
+    """One run cache and one feature cache shared by the Conditional flows and Boundary chapters (as in the book)."""
+    root = tmp_path_factory.mktemp("chapter_runs")
+    return {"runs_root": str(root / "runs"), "cache_dir": str(root / "cache")}
+
+
+def _html_outputs(nb) -> list[str]:
+    return [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+
+
+def test_conditional_flows_chapter(tmp_path, smoke_root, chapter_runs):
+    nb = _run(ROOT / "book" / "conditional_flows.ipynb", tmp_path / "conditional_flows.ipynb", profile="smoke",
+              data_root=str(smoke_root), n_known=1, **chapter_runs)
+    g = _glued(nb)
+    assert g["img_size"] == "64" and g["n_train_images"] == "16" and g["channels"] == "24, 40, 112"
+    assert int(g["epochs_total"]) == int(g["epochs_p1"]) + int(g["epochs_p2"])  # the fair NF baseline's length
+    assert float(g["curve_check"]) < 1e-9  # the plotted ROC curves have the areas the run stored
+    for key in ("all", "seen", "unseen"):
+        for metric in ("image_auroc", "pixel_auroc", "pro"):
+            assert 0.0 <= float(g[f"{key}_{metric}"]) <= 1.0, (key, metric)
+    assert int(g["n_seen_test"]) >= 1 and g["seen_types"] == "missing"
+    # per-dimension ℓ puts the levels closer together than log p
+    assert 0 <= float(g["ell_spread"]) < float(g["logp_spread"])
+    # the sentence about the alternative score agrees with the signs of the differences
+    diffs = {k: float(g[f"alt_diff_{k}"]) for k in ("image_auroc", "pixel_auroc", "pro")}
+    if all(d > 0 for d in diffs.values()):
+        assert "all three" in g["alt_verdict"] and "higher than the official" in g["alt_verdict"]
+    elif not any(d > 0 for d in diffs.values()):
+        assert "official score is at least as high" in g["alt_verdict"]
+    else:
+        assert "higher on" in g["alt_verdict"]
+    assert list(Path(chapter_runs["runs_root"]).glob("nf_*/results.json"))  # the run cache the next chapter reuses
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 8  # features, encoding, history, log p vs ℓ, loss, score levels, maps, curves
+
+
+def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
+    existed = bool(list(Path(chapter_runs["runs_root"]).glob("nf_*/results.json")))
+    beta, tau = 0.02, 0.15
+    nb = _run(ROOT / "book" / "boundary.ipynb", tmp_path / "boundary.ipynb", profile="smoke",
+              data_root=str(smoke_root), n_known=1, beta=beta, tau=tau, **chapter_runs)
+    g = _glued(nb)
+    assert g["run_reused"].startswith("reused") == existed  # same config as the previous chapter: no retraining
+    n, below = int(g["n_normal"]), int(g["normal_below_bn"])
+    assert n > 0 and below >= int(n * beta) + 1  # the quantile element itself counts
+    assert abs(float(g["frac_normal_below_bn"]) - beta) <= 1.0 / n + 1e-3  # ≈ β on the training patches
+    assert float(g["b_a"]) == pytest.approx(float(g["b_n"]) - tau, abs=2e-3)  # b_a = b_n − τ (3 decimals glued)
+    n_abn = int(g["n_abnormal"])
+    assert n_abn > 0 and 0 <= int(g["abnormal_above_ba"]) <= n_abn and 0 <= int(g["abnormal_in_margin"]) <= n_abn
+    assert float(g["grid_bn_lo"]) < float(g["grid_bn_hi"])  # larger β moves b_n right
+    assert float(g["bn_std_512"]) > 0 and float(g["bn_std_trainer"]) > 0  # per-chunk boundaries do move
+    assert float(g["b_n"]) < float(g["x_p90"])  # b_n sits in the low tail of the normal distribution
+    pages = [h for h in _html_outputs(nb) if 'id="bt-explorer"' in h]
+    assert len(pages) == 1
+    for element_id in ("bt-beta", "bt-tau", "bt-counts"):
+        assert f'id="{element_id}"' in pages[0]
+    data = json.loads(pages[0].split('id="bt-data">', 1)[1].split("</script>", 1)[0])
+    assert len(data["frames"]) == int(g["n_frames"]) == len(data["betas"]) * len(data["taus"])
+    assert beta in data["betas"] and tau in data["taus"]
+    widgets_out = [o for c in nb.cells for o in c.get("outputs", [])
+                   if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets_out  # the live β/τ sliders were built
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 3  # per-level histograms, β×τ grid, per-chunk b_n
