@@ -66,10 +66,10 @@ class Config:
     temperature: float = 0.2
     proj_dim: int = 128
     knn_k: int = 1
-    contrastive_epochs: int = 10  # epochs of the projection head (one epoch = one pass over the normal patches)
+    contrastive_epochs: int = 4  # epochs of the projection head (one epoch = one pass over the normal patches)
     contrastive_lr: float = 1e-3  # Adam, cosine decay
     contrastive_batch: int = 1024  # patches per step (every outlier up to a quarter, the rest normal)
-    view_pairs: int = 2  # photometric view pairs per training image, computed once per run
+    view_pairs: int = 1  # photometric view pairs per training image, computed once per run
     aug_strength: float = 1.0  # scales the photometric jitter of the views (0 = identical views)
     bank_size: int = 20000  # normal patch embeddings kept for k-NN scoring (seeded random subset)
     # evaluation

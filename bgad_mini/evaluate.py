@@ -339,3 +339,22 @@ def evaluate(maps: np.ndarray, masks: Optional[np.ndarray], labels: Sequence[int
         result["metrics_seen"] = on(seen)
         result["metrics_unseen"] = on(labels & ~seen)
     return result
+
+
+def patch_logliks(level_logliks: Sequence[ArrayLike], masks: np.ndarray | None, rule: str = "nearest"
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split each level's ℓ (N, h, w) into normal and abnormal patch values by the masks (N, H, W) downsampled
+    with the training rule. Used by the *Boundary* and *BG-SPP* chapters' histograms."""
+    from .train import downsample_masks
+
+    normal, abnormal = [], []
+    for level in _levels(level_logliks):
+        ll = level.numpy()
+        if masks is None:
+            normal.append(ll.ravel())
+            abnormal.append(np.zeros(0, ll.dtype))
+            continue
+        abn = downsample_masks(torch.as_tensor(np.asarray(masks)), tuple(ll.shape[1:]), rule).numpy()
+        normal.append(ll[~abn])
+        abnormal.append(ll[abn])
+    return normal, abnormal

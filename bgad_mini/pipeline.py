@@ -156,8 +156,6 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
     seed_everything(cfg.seed)
     threads = set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    if cfg.method in ("firm", "supcon"):
-        raise BgadError(f"method {cfg.method!r} is not available in this version; use nf, bgad or pushpull")
     if cfg.method != "nf" and not data.split.known:
         raise BgadError(f"method {cfg.method!r} needs known anomalies: set --n-known > 0")
 
@@ -167,6 +165,9 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
     with timer("features"):
         train_feats = features_for(cfg, data.category.train, device, progress, cache)
         test_feats = features_for(cfg, data.split.test, device, progress, cache)
+    if cfg.method in ("firm", "supcon"):
+        return _run_contrastive(cfg, data, train_feats, test_feats, cache, device, progress, out, timer, t_start,
+                                threads)
     train_data = TrainData(train_feats)
     if cfg.method != "nf":
         with timer("features"):
@@ -215,14 +216,53 @@ def load_flows(run_dir: str | os.PathLike, device: str = "cpu"):
     return flows.eval(), cfg
 
 
-def evaluate_flows(flows, test_feats: list[np.ndarray], data: RunData, cfg: Config) -> dict[str, Any]:
-    """Anomaly maps of the test images (official score) and every metric, overall, per type, seen/unseen."""
-    from .evaluate import anomaly_maps, evaluate, nll_maps, smooth_maps
-    from .flow import level_log_likelihoods
+def _run_contrastive(cfg: Config, data: RunData, train_feats, test_feats, cache, device: str, progress: bool,
+                     out: Path, timer: Timer, t_start: float, threads: int) -> dict[str, Any]:
+    """FIRM / SupCon at patch level: a projection head on frozen features, k-NN scoring (the *Contrastive* chapter)."""
+    from .contrastive import contrastive_maps, train_contrastive
 
-    flows.eval()
-    logliks = level_log_likelihoods(flows, [np.asarray(f) for f in test_feats], cfg.pos_dim)
-    maps = anomaly_maps(logliks, cfg.img_size)
+    with timer("train"):
+        normal_images, _ = load_items(data.category.train, cfg.img_size)
+        known_images, known_masks = load_items(data.split.known, cfg.img_size)
+        seed_everything(cfg.seed)
+        head, history = train_contrastive(cfg.method, normal_images, known_images, known_masks, cfg,
+                                          extractor=cache.extractor(cfg.backbone, cfg.stages, device), device=device,
+                                          progress=progress, run_dir=str(out))
+    with timer("evaluate"):
+        maps = contrastive_maps(head, train_feats, test_feats, cfg, device=device)
+        ev = evaluate_maps(maps, data, cfg)
+    timer.seconds["total"] = time.perf_counter() - t_start
+    results = assemble_results(cfg, data, ev, history, timer.seconds, threads, device, out)
+    results["score"] = "1 - cosine similarity to the nearest normal training patch embedding (k-NN), upsampled"
+    results["paths"]["flows"] = str(out / "contrastive.pt")
+    with timer("figure"):
+        save_map_figure(ev, data, cfg, out / "anomaly_maps.png")
+    results["timings"] = dict(timer.seconds)
+    write_results(results, out)
+    return results
+
+
+def load_head(run_dir: str | os.PathLike, device: str = "cpu"):
+    """The trained projection head and the config of a finished FIRM / SupCon run folder."""
+    import torch
+
+    from .contrastive import ProjectionHead
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists() or not (run_dir / "contrastive.pt").exists():
+        raise BgadError(f"{run_dir} is not a finished run (needs {CONFIG} and contrastive.pt); run `bgad-mini run` first")
+    cfg = Config.from_dict(json.loads((run_dir / CONFIG).read_text()))
+    state = torch.load(run_dir / "contrastive.pt", map_location=device, weights_only=False)
+    head = ProjectionHead(**state["head_config"]).to(device)
+    head.load_state_dict(state["head"])
+    return head.eval(), cfg
+
+
+def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None) -> dict[str, Any]:
+    """Every metric of anomaly maps of the test images: overall, per type, seen/unseen (and the alternative
+    −ℓ score when flow log-likelihoods are given)."""
+    from .evaluate import evaluate, nll_maps, smooth_maps
+
     _, masks = load_items(data.split.test, cfg.img_size)
     labels = np.array([it.label for it in data.split.test])
     types = [it.defect_type for it in data.split.test]
@@ -230,11 +270,21 @@ def evaluate_flows(flows, test_feats: list[np.ndarray], data: RunData, cfg: Conf
     seen = data.split.seen_types if data.split.known else None
     metrics = evaluate(maps, gt, labels, types, seen_types=seen)
     alt = None
-    if cfg.alt_score_sigma > 0:
+    if cfg.alt_score_sigma > 0 and logliks is not None:
         alt_maps = smooth_maps(nll_maps(logliks, cfg.img_size), cfg.alt_score_sigma)
         alt = {"score": f"mean over levels of -l, upsampled, Gaussian smoothing sigma={cfg.alt_score_sigma}",
                **evaluate(alt_maps, gt, labels, types, seen_types=seen)}
     return {"maps": maps, "masks": masks, "labels": labels, "types": types, "logliks": logliks, "alt": alt, **metrics}
+
+
+def evaluate_flows(flows, test_feats: list[np.ndarray], data: RunData, cfg: Config) -> dict[str, Any]:
+    """Anomaly maps of the test images (official score) and every metric, overall, per type, seen/unseen."""
+    from .evaluate import anomaly_maps
+    from .flow import level_log_likelihoods
+
+    flows.eval()
+    logliks = level_log_likelihoods(flows, [np.asarray(f) for f in test_feats], cfg.pos_dim)
+    return evaluate_maps(anomaly_maps(logliks, cfg.img_size), data, cfg, logliks)
 
 
 def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timings: dict, threads: int,
@@ -302,7 +352,10 @@ def reevaluate(run_dir: str | os.PathLike, progress: bool = True) -> dict[str, A
     run_dir = Path(run_dir)
     saved = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).exists() else {}
     device = resolve_device(saved.get("device", "auto"))
-    flows, cfg = load_flows(run_dir, device)
+    if saved.get("method") in ("firm", "supcon"):
+        head, cfg = load_head(run_dir, device)
+    else:
+        flows, cfg = load_flows(run_dir, device)
     old = json.loads((run_dir / RESULTS).read_text()) if (run_dir / RESULTS).exists() else {}
     timer = Timer()
     with timer("data"):
@@ -311,9 +364,17 @@ def reevaluate(run_dir: str | os.PathLike, progress: bool = True) -> dict[str, A
     with timer("features"):
         test_feats = features_for(cfg, data.split.test, device, progress)
     with timer("evaluate"):
-        ev = evaluate_flows(flows, test_feats, data, cfg)
+        if cfg.method in ("firm", "supcon"):
+            from .contrastive import contrastive_maps
+
+            train_feats = features_for(cfg, data.category.train, device, progress)
+            ev = evaluate_maps(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
+        else:
+            ev = evaluate_flows(flows, test_feats, data, cfg)
     results = assemble_results(cfg, data, ev, old.get("history", []), {**old.get("timings", {}), **{
         f"reeval_{k}": v for k, v in timer.seconds.items()}}, set_threads(cfg.threads), device, run_dir)
+    for key in ("score", "paths"):
+        results[key] = old.get(key, results[key])
     save_map_figure(ev, data, cfg, run_dir / "anomaly_maps.png")
     write_results(results, run_dir)
     return results

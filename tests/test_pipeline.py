@@ -106,3 +106,15 @@ def test_methods_that_need_anomalies_refuse_n_known_zero(smoke_root, tmp_path, c
     code = main(["run", "--method", "bgad", "--data-root", str(smoke_root), "--category", "brick", "--profile", "smoke",
                  "--n-known", "0", "--out", str(tmp_path / "r"), "--no-progress"])
     assert code == 2 and "needs known anomalies" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["firm", "supcon"])
+def test_patch_level_contrastive_methods_run_and_reevaluate(first_run, smoke_root, method):
+    base, nf = first_run
+    res = _run(smoke_root, base / method, base / "cache", method=method)
+    assert res["method"] == method and res["n_test"] == nf["n_test"] and res["metrics_alt"] is None
+    assert len(res["history"]) == res["config"]["contrastive_epochs"] and "k-NN" in res["score"]
+    assert all(0.0 <= v <= 1.0 for v in res["metrics"].values())
+    assert main(["eval", "--run", str(base / method), "--no-progress"]) == 0
+    again = json.loads((base / method / "results.json").read_text())
+    assert again["metrics"] == res["metrics"] and again["score"] == res["score"]
