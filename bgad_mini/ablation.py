@@ -30,37 +30,17 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .config import ALIASES, METHODS, SETTINGS, Config
+from .config import ALIASES, METHOD_PARAMS, METHODS, RELEVANT_PARAMS, RUNTIME_FIELDS, SETTINGS, Config
 from .errors import BgadError
 
 RUNS = "runs"
 RESULTS = "results.json"
 CONFIG = "config.json"
 
-#: Method-specific Config fields that each method reads. A grid axis over a method-specific field that a method
-#: does not read is collapsed to the base value for that method (no duplicate runs): β, τ, the boundary scope,
-#: the normaliser and the focal weights matter only for `bgad`; λ for `bgad` and `pushpull` (BGAD†);
-#: the projection head's settings (temperature, size, epochs, views, bank, k-NN) for the contrastive baselines
-#: `firm` and `supcon`; how known anomalies are fed (mask rule, copy-paste, repeats) for every method but `nf`,
-#: which reads none of them (it ignores known anomalies). Fields outside `METHOD_PARAMS` (n_known, epochs,
-#: image size, ...) multiply runs for every method.
-_ANOMALY_DATA = ("mask_rule", "copy_paste", "copy_paste_per_epoch", "anomaly_repeats")
-_CONTRASTIVE = ("temperature", "proj_dim", "knn_k", "contrastive_epochs", "contrastive_lr", "contrastive_batch",
-                "view_pairs", "aug_strength", "bank_size")
-RELEVANT_PARAMS: dict[str, tuple[str, ...]] = {
-    "nf": (),
-    "bgad": ("beta", "tau", "lam", "boundary", "normalizer", "focal") + _ANOMALY_DATA,
-    "pushpull": ("lam",) + _ANOMALY_DATA,
-    "firm": _CONTRASTIVE + _ANOMALY_DATA,
-    "supcon": _CONTRASTIVE + _ANOMALY_DATA,
-}
-METHOD_PARAMS: frozenset[str] = frozenset(itertools.chain.from_iterable(RELEVANT_PARAMS.values()))
 
 #: Fields with their own flag (--methods, --settings, ...), so not allowed as --grid axes.
 STRUCTURAL = {"method": "--methods", "setting": "--settings", "category": "--categories",
               "known_types": "--known-types", "seed": "--seeds", "profile": "--profile", "data_root": "--data-root"}
-#: Fields that change how a run is computed but not its result: left out of the run key and of reuse checks.
-RUNTIME_FIELDS = ("threads", "cache_dir")
 
 #: Columns of results.csv besides the varied-parameter columns; metric columns are built from these names.
 METRICS = ("image_auroc", "pixel_auroc", "pro")
@@ -216,14 +196,15 @@ def _check_types(category: str, types: tuple[str, ...], found: list[str]) -> tup
 # Run keys and reuse
 # ----------------------------------------------------------------------------------------------
 def _key_dict(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg_dict.items() if k not in RUNTIME_FIELDS}
+    return Config.from_dict(dict(cfg_dict)).identity()
 
 
 def run_key(cfg: Config) -> str:
     """`<method>_<category>_<known types or multi>_s<seed>_<12 hex>`: stable across processes and sessions.
 
-    The hash covers the full config except `RUNTIME_FIELDS` (threads, cache_dir), so the same run with another
-    --jobs is still reused. A new Config field changes every key (old runs are then not reused).
+    The hash covers `Config.identity()`: the config without runtime fields (threads, cache_dir) and without the
+    settings of other methods, so the same run with another --jobs, or after a change to another method's
+    defaults, is still reused. A new field that the method reads changes its keys.
     """
     blob = json.dumps(_key_dict(cfg.to_dict()), sort_keys=True, default=str)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:12]

@@ -152,10 +152,40 @@ class Config:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    def identity(self) -> dict[str, Any]:
+        """What a run computes: the config without runtime fields and without other methods' settings.
+
+        Two configs with the same identity give the same results, so a finished run is reused for both.
+        """
+        d = self.to_dict()
+        drop = set(RUNTIME_FIELDS) | (METHOD_PARAMS - set(RELEVANT_PARAMS.get(self.method, ())))
+        return {k: v for k, v in d.items() if k not in drop}
+
     @property
     def total_epochs(self) -> int:
         return self.phase1_epochs + self.phase2_epochs
 
+
+#: Method-specific Config fields that each method reads. A grid axis over a method-specific field that a method
+#: does not read is collapsed to the base value for that method (no duplicate runs): β, τ, the boundary scope,
+#: the normaliser and the focal weights matter only for `bgad`; λ for `bgad` and `pushpull` (BGAD†);
+#: the projection head's settings (temperature, size, epochs, views, bank, k-NN) for the contrastive baselines
+#: `firm` and `supcon`; how known anomalies are fed (mask rule, copy-paste, repeats) for every method but `nf`,
+#: which reads none of them (it ignores known anomalies). Fields outside `METHOD_PARAMS` (n_known, epochs,
+#: image size, ...) multiply runs for every method.
+_ANOMALY_DATA = ("mask_rule", "copy_paste", "copy_paste_per_epoch", "anomaly_repeats")
+_CONTRASTIVE = ("temperature", "proj_dim", "knn_k", "contrastive_epochs", "contrastive_lr", "contrastive_batch",
+                "view_pairs", "aug_strength", "bank_size")
+RELEVANT_PARAMS: dict[str, tuple[str, ...]] = {
+    "nf": (),
+    "bgad": ("beta", "tau", "lam", "boundary", "normalizer", "focal") + _ANOMALY_DATA,
+    "pushpull": ("lam",) + _ANOMALY_DATA,
+    "firm": _CONTRASTIVE + _ANOMALY_DATA,
+    "supcon": _CONTRASTIVE + _ANOMALY_DATA,
+}
+METHOD_PARAMS: frozenset[str] = frozenset(f for fields_ in RELEVANT_PARAMS.values() for f in fields_)
+#: Fields that change how a run is computed but not what it computes: not part of a run's identity.
+RUNTIME_FIELDS = ("threads", "cache_dir")
 
 ALIASES = {"lambda": "lam", "boundary_scope": "boundary"}
 

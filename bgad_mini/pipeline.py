@@ -116,16 +116,13 @@ def build_flows(cfg: Config, channels: list[int], device: str):
     return ConditionalFlows(channels, cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha).to(device)
 
 
-RUNTIME_FIELDS = ("threads", "cache_dir")  # how a run is computed, not what it computes
-
-
 def _check_run_dir(out: Path, cfg: Config) -> dict | None:
     """The finished results if this folder already holds this config; error if it holds another."""
     cfg_path = out / CONFIG
     if not cfg_path.exists():
         return None
-    saved = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k not in RUNTIME_FIELDS}
-    wanted = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
+    saved = Config.from_dict(json.loads(cfg_path.read_text())).identity()
+    wanted = cfg.identity()
     if saved != wanted:
         diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise BgadError(f"run folder {out} holds a run with a different config ({', '.join(diff)}); "

@@ -138,12 +138,14 @@ def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
               data_root=str(smoke_root), n_known=1, beta=beta, tau=tau, **chapter_runs)
     g = _glued(nb)
     assert g["run_reused"].startswith("reused") == existed  # same config as the previous chapter: no retraining
-    n, below = int(g["n_normal"]), int(g["normal_below_bn"])
+    count = {k: int(g[k].replace(",", "")) for k in ("n_normal", "normal_below_bn", "n_abnormal", "abnormal_above_ba",
+                                                      "abnormal_in_margin")}
+    n, below = count["n_normal"], count["normal_below_bn"]
     assert n > 0 and below >= int(n * beta) + 1  # the quantile element itself counts
     assert abs(float(g["frac_normal_below_bn"]) - beta) <= 1.0 / n + 1e-3  # ≈ β on the training patches
     assert float(g["b_a"]) == pytest.approx(float(g["b_n"]) - tau, abs=2e-3)  # b_a = b_n − τ (3 decimals glued)
-    n_abn = int(g["n_abnormal"])
-    assert n_abn > 0 and 0 <= int(g["abnormal_above_ba"]) <= n_abn and 0 <= int(g["abnormal_in_margin"]) <= n_abn
+    n_abn = count["n_abnormal"]
+    assert n_abn > 0 and 0 <= count["abnormal_above_ba"] <= n_abn and 0 <= count["abnormal_in_margin"] <= n_abn
     assert float(g["grid_bn_lo"]) < float(g["grid_bn_hi"])  # larger β moves b_n right
     assert float(g["bn_std_512"]) > 0 and float(g["bn_std_trainer"]) > 0  # per-chunk boundaries do move
     assert float(g["b_n"]) < float(g["x_p90"])  # b_n sits in the low tail of the normal distribution
@@ -159,3 +161,24 @@ def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
     assert widgets_out  # the live β/τ sliders were built
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # per-level histograms, β×τ grid, per-chunk b_n
+
+
+def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs):
+    nb = _run(ROOT / "book" / "bgspp.ipynb", tmp_path / "bgspp.ipynb", profile="smoke", data_root=str(smoke_root),
+              n_known=1, **chapter_runs)
+    g = _glued(nb)
+    # the worked example: pull mean over {-1.2} = 0.20, push mean over {-1.05, -0.1, 0.5} = (0.05+1.0+1.6)/3
+    assert (g["toy_ln"], g["toy_la"], g["toy_loss"]) == ("0.20", "0.88", "1.08")
+    assert int(g["n_phase1"]) == 2 and int(g["n_phase2"]) == 1
+    for short in ("nf", "pp", "bgad"):
+        for key in ("seen", "unseen"):
+            for what in ("above", "margin"):
+                assert 0.0 <= float(g[f"{short}_{key}_{what}"].rstrip("%")) <= 100.0
+    for group in ("seen", "unseen"):
+        d = float(g[f"d_bgad_nf_{group}_pro"])
+        assert (f"on {group} types BGAD is above" in g["verdict"]) == (d > 0)
+    assert g["seen_type"] == "missing"
+    methods = {p.parent.name.split("_")[0] for p in Path(chapter_runs["runs_root"]).glob("*/results.json")}
+    assert {"nf", "bgad", "pushpull"} <= methods, methods
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 4  # history, histograms, maps, λ curves
