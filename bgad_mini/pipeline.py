@@ -93,21 +93,20 @@ def anomaly_train_data(cfg: Config, data: RunData, train_feats: list[np.ndarray]
 
     known_feats = features_for(cfg, data.split.known, device, progress, cache)
     known_images, known_masks = load_items(data.split.known, cfg.img_size)
-    extra = None
-    if cfg.copy_paste and cfg.copy_paste_per_epoch > 0:
-        train_items = data.category.train
+    train_items = data.category.train
 
-        def extra(rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
-            normals = rng.integers(len(train_items), size=cfg.copy_paste_per_epoch)
-            sources = rng.integers(len(known_images), size=cfg.copy_paste_per_epoch)
-            base, _ = load_items([train_items[i] for i in normals], cfg.img_size)
-            pairs = [copy_paste(base[j], known_images[s], known_masks[s], rng) for j, s in enumerate(sources)]
-            images = np.stack([p[0] for p in pairs])
-            feats = extract(cache.extractor(cfg.backbone, cfg.stages, device), images, device=device)
-            return [f.numpy() for f in feats], np.stack([p[1] for p in pairs])
+    def copy_paste_epoch(rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+        normals = rng.integers(len(train_items), size=cfg.copy_paste_per_epoch)
+        sources = rng.integers(len(known_images), size=cfg.copy_paste_per_epoch)
+        base, _ = load_items([train_items[i] for i in normals], cfg.img_size)
+        pairs = [copy_paste(base[j], known_images[s], known_masks[s], rng) for j, s in enumerate(sources)]
+        images = np.stack([p[0] for p in pairs])
+        feats = extract(cache.extractor(cfg.backbone, cfg.stages, device), images, device=device)
+        return [f.numpy() for f in feats], np.stack([p[1] for p in pairs])
 
     return TrainData(train_feats, anomaly_feats=known_feats, anomaly_masks=known_masks,
-                     anomaly_repeats=cfg.anomaly_repeats, extra_anomalies=extra)
+                     anomaly_repeats=cfg.anomaly_repeats,
+                     extra_anomalies=copy_paste_epoch if cfg.copy_paste and cfg.copy_paste_per_epoch > 0 else None)
 
 
 def build_flows(cfg: Config, channels: list[int], device: str):

@@ -114,7 +114,6 @@ def plot_seen_unseen_bars(rows: Sequence[dict], metrics: str | Sequence[str] = (
     (None where absent: no bar; in the multi-class setting every type is seen) and a label (`label_key`, else
     the method). The y axis starts just below the lowest bar, so read the printed values.
     """
-    plt = _plt()
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     labels = [str(r.get(label_key, r.get("method", i))) for i, r in enumerate(rows)]
     many = len(rows) > 4  # many groups: one panel per line, as wide as the groups need

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbutil import glued, run_chapter
 
 from bgad_mini import paper_tables as pt
 
@@ -17,11 +18,7 @@ FLOAT = re.compile(r"\d+\.\d+")
 
 
 def _run(out: Path, **params) -> nbformat.NotebookNode:
-    import papermill as pm
-
-    pm.execute_notebook(str(CHAPTER), str(out), parameters=params, cwd=str(CHAPTER.parent), kernel_name="python3",
-                        progress_bar=False)
-    return nbformat.read(out, as_version=4)
+    return run_chapter(CHAPTER, out, **params)
 
 
 def _markdown_outputs(nb) -> list[str]:
@@ -29,14 +26,6 @@ def _markdown_outputs(nb) -> list[str]:
             if "text/markdown" in o.get("data", {})]
 
 
-def _glued(nb) -> dict[str, str]:
-    out = {}
-    for c in nb.cells:
-        for o in c.get("outputs", []):
-            book = o.get("metadata", {}).get("scrapbook", {})
-            if book.get("name"):
-                out[book["name"]] = o["data"].get(book.get("mime_prefix", "") + "text/plain", "").strip("'")
-    return out
 
 
 def _table(outputs: list[str], label: str) -> list[list[str]]:
@@ -119,14 +108,14 @@ def test_profile_table_computed_from_config(smoke_nb):
     book, paper = Config.from_profile("book"), Config.from_profile("paper")
     for f in ("lr", "phase2_epochs", "flow_batch", "patches_per_image", "batch_images"):
         assert float(by_field[f][1]) == getattr(book, f) and float(by_field[f][2]) == getattr(paper, f), f
-    g = _glued(smoke_nb)
+    g = glued(smoke_nb)
     assert g["book_flow_batch"] == str(book.flow_batch) and g["paper_flow_batch"] == str(paper.flow_batch)
     assert g["paper_total_epochs"] == str(paper.total_epochs)
     assert g["build_profile"] == "smoke"
 
 
 def test_no_reproduction_run_is_said(smoke_nb):
-    g = _glued(smoke_nb)
+    g = glued(smoke_nb)
     assert g["n_reproduce_runs"] == "0"
     assert any("No reproduction run is present in this build" in t for t in _markdown_outputs(smoke_nb))
 
@@ -171,7 +160,7 @@ def test_our_table_shown_when_runs_exist(tmp_path):
     _fake_results(rdir / "runs" / "bgad_carpet_multi_s0_x", "carpet", 0, 0.95)
     _fake_results(rdir / "runs" / "bgad_carpet_multi_s1_x", "carpet", 1, 0.97)
     nb = _run(tmp_path / "out.ipynb", profile="smoke", reproduce_dir=str(rdir))
-    assert _glued(nb)["n_reproduce_runs"] == "2"
+    assert glued(nb)["n_reproduce_runs"] == "2"
     ours = [t for t in _markdown_outputs(nb) if "finished run(s)" in t]
     assert ours and "0.960 ± 0.014" in ours[0]  # mean ± sample std of 0.95 and 0.97
     assert "0.996 ± 0.0002 / 0.989 ± 0.0004" in ours[0]  # the paper's carpet cell beside ours

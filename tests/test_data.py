@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from bgad_mini.cli import main
 from bgad_mini.data import Item, load_image, load_items, load_mask, read_category, split_known_anomalies

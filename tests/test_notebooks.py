@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbutil import glued, run_chapter
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
@@ -26,29 +27,10 @@ def test_committed_notebooks_have_no_outputs_and_one_literal_parameters_cell():
                 assert c.outputs == [] and c.execution_count is None, path.name
 
 
-def _run(path: Path, out: Path, **params) -> nbformat.NotebookNode:
-    import papermill as pm
-
-    pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(path.parent), kernel_name="python3",
-                        progress_bar=False)
-    return nbformat.read(out, as_version=4)
-
-
-def _glued(nb) -> dict[str, str]:
-    """Values glued with myst_nb.glue: name -> text/plain."""
-    out = {}
-    for c in nb.cells:
-        for o in c.get("outputs", []):
-            book = o.get("metadata", {}).get("scrapbook", {})
-            if book.get("name"):
-                out[book["name"]] = o["data"].get(book.get("mime_prefix", "") + "text/plain", "").strip("'")
-    return out
-
-
 def test_data_chapter(tmp_path, smoke_root):
-    nb = _run(ROOT / "book" / "data.ipynb", tmp_path / "data.ipynb", profile="smoke", data_root=str(smoke_root),
+    nb = run_chapter(ROOT / "book" / "data.ipynb", tmp_path / "data.ipynb", profile="smoke", data_root=str(smoke_root),
               n_known=3)
-    g = _glued(nb)
+    g = glued(nb)
     assert g["n_train"] == "16" and g["n_types"] == "7" and int(g["n_families"]) >= 3
     assert g["n_known_multi"] == "3"
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
@@ -56,8 +38,8 @@ def test_data_chapter(tmp_path, smoke_root):
 
 
 def test_flows_chapter(tmp_path):
-    nb = _run(ROOT / "book" / "flows.ipynb", tmp_path / "flows.ipynb", profile="smoke")
-    g = _glued(nb)
+    nb = run_chapter(ROOT / "book" / "flows.ipynb", tmp_path / "flows.ipynb", profile="smoke")
+    g = glued(nb)
     assert float(g["affine_err"]) < 1e-10  # the change-of-variables formula matches SciPy's Gaussian
     for flow in ("hand", "freia"):
         names = ("inv_err", "logdet_err", "integral", "ll")
@@ -76,8 +58,8 @@ def test_flows_chapter(tmp_path):
 
 
 def test_contrastive_chapter(tmp_path):
-    nb = _run(ROOT / "book" / "contrastive.ipynb", tmp_path / "contrastive.ipynb", profile="smoke")
-    g = _glued(nb)
+    nb = run_chapter(ROOT / "book" / "contrastive.ipynb", tmp_path / "contrastive.ipynb", profile="smoke")
+    g = glued(nb)
     assert float(g["mask_err"]) < 1e-12  # the masks in the text give exactly the package's three losses
     assert int(g["n_synthetic"]) == 3 * int(g["n_normal_train"])  # three rotations per normal image
     aurocs = [float(g[f"auroc_{o}"]) for o in ("simclr", "supcon", "firm", "pixels")]
@@ -106,9 +88,9 @@ def _html_outputs(nb) -> list[str]:
 
 
 def test_conditional_flows_chapter(tmp_path, smoke_root, chapter_runs):
-    nb = _run(ROOT / "book" / "conditional_flows.ipynb", tmp_path / "conditional_flows.ipynb", profile="smoke",
+    nb = run_chapter(ROOT / "book" / "conditional_flows.ipynb", tmp_path / "conditional_flows.ipynb", profile="smoke",
               data_root=str(smoke_root), n_known=1, **chapter_runs)
-    g = _glued(nb)
+    g = glued(nb)
     assert g["img_size"] == "64" and g["n_train_images"] == "16" and g["channels"] == "24, 40, 112"
     assert int(g["epochs_total"]) == int(g["epochs_p1"]) + int(g["epochs_p2"])  # the fair NF baseline's length
     assert float(g["curve_check"]) < 1e-9  # the plotted ROC curves have the areas the run stored
@@ -134,9 +116,9 @@ def test_conditional_flows_chapter(tmp_path, smoke_root, chapter_runs):
 def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
     existed = bool(list(Path(chapter_runs["runs_root"]).glob("nf_*/results.json")))
     beta, tau = 0.02, 0.15
-    nb = _run(ROOT / "book" / "boundary.ipynb", tmp_path / "boundary.ipynb", profile="smoke",
+    nb = run_chapter(ROOT / "book" / "boundary.ipynb", tmp_path / "boundary.ipynb", profile="smoke",
               data_root=str(smoke_root), n_known=1, beta=beta, tau=tau, **chapter_runs)
-    g = _glued(nb)
+    g = glued(nb)
     assert g["run_reused"].startswith("reused") == existed  # same config as the previous chapter: no retraining
     count = {k: int(g[k].replace(",", "")) for k in ("n_normal", "normal_below_bn", "n_abnormal", "abnormal_above_ba",
                                                       "abnormal_in_margin")}
@@ -164,9 +146,9 @@ def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
 
 
 def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs):
-    nb = _run(ROOT / "book" / "bgspp.ipynb", tmp_path / "bgspp.ipynb", profile="smoke", data_root=str(smoke_root),
+    nb = run_chapter(ROOT / "book" / "bgspp.ipynb", tmp_path / "bgspp.ipynb", profile="smoke", data_root=str(smoke_root),
               n_known=1, **chapter_runs)
-    g = _glued(nb)
+    g = glued(nb)
     # the worked example: pull mean over {-1.2} = 0.20, push mean over {-1.05, -0.1, 0.5} = (0.05+1.0+1.6)/3
     assert (g["toy_ln"], g["toy_la"], g["toy_loss"]) == ("0.20", "0.88", "1.08")
     assert int(g["n_phase1"]) == 2 and int(g["n_phase2"]) == 1

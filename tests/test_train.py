@@ -131,7 +131,6 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
 # ---- phase 2 -------------------------------------------------------------------------------------
 def test_two_phase_switch_brings_in_the_anomalies_only_in_phase_2(tmp_path):
     feats = _toy(2)
-    rng = np.random.default_rng(0)
     anomaly_feats = [f[:2].copy() for f in feats]
     masks = np.zeros((2, 8, 8), np.uint8)
     masks[:, :4, :4] = 1  # top-left quarter defective
