@@ -57,8 +57,9 @@ def test_flows_chapter(tmp_path):
     assert len(images) >= 4  # affine clouds, flow panels, comparison, log p vs ℓ
 
 
-def test_contrastive_chapter(tmp_path):
-    nb = run_chapter(ROOT / "book" / "contrastive.ipynb", tmp_path / "contrastive.ipynb", profile="smoke")
+def test_contrastive_chapter(tmp_path, smoke_root, chapter_runs):
+    nb = run_chapter(ROOT / "book" / "contrastive.ipynb", tmp_path / "contrastive.ipynb", profile="smoke",
+                     data_root=str(smoke_root), n_known=1, **chapter_runs)
     g = glued(nb)
     assert float(g["mask_err"]) < 1e-12  # the masks in the text give exactly the package's three losses
     assert int(g["n_synthetic"]) == 3 * int(g["n_normal_train"])  # three rotations per normal image
@@ -74,6 +75,14 @@ def test_contrastive_chapter(tmp_path):
     assert fig and any(k.endswith("image/png") for k in fig[0]["data"])  # the embedding figure exists
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # digits, positive masks, AUROC bars
+    # patch level: FIRM and SupCon heads trained on our data, next to the flow runs of the earlier chapters
+    for m in ("firm", "supcon"):
+        assert -1.0 <= float(g[f"{m}_cos_in_out"]) <= 1.0
+        # with the smoke profile's single known anomaly there may be one outlier patch: no outlier pair
+        assert g[f"{m}_cos_out_out"].startswith("undefined") or -1.0 <= float(g[f"{m}_cos_out_out"]) <= 1.0
+    assert g["patch_known"] == "missing" and g["patch_best_unseen"]
+    methods = {p.parent.name.split("_")[0] for p in Path(chapter_runs["runs_root"]).glob("*/results.json")}
+    assert {"nf", "bgad", "firm", "supcon"} <= methods, methods
 
 
 @pytest.fixture(scope="module")
