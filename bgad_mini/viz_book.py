@@ -228,7 +228,8 @@ def hist_range(normal_x: np.ndarray, abnormal_x: np.ndarray, lo_q: float = 0.000
 
 def plot_boundary_hist(normal_x: np.ndarray, abnormal_x: np.ndarray, b_n: float, b_a: float, ax=None,
                        bins: int = 80, x_range: tuple[float, float] | None = None, title: str | None = None,
-                       legend: bool = True, xlabel: str = "x = ℓ / normaliser"):
+                       legend: bool = True, xlabel: str = "x = ℓ / normaliser",
+                       abnormal_label: str = "known-anomaly patches"):
     """Histograms (each normalised to unit area) of normal and abnormal x = ℓ/normaliser, with b_n, b_a and the
     margin (b_a, b_n) shaded. Returns the figure (a new one unless `ax` is given)."""
     plt = _plt()
@@ -243,7 +244,7 @@ def plot_boundary_hist(normal_x: np.ndarray, abnormal_x: np.ndarray, b_n: float,
             color=NORMAL_COLOUR, label=f"normal patches ({normal_x.size:,})")
     if abnormal_x.size:
         ax.hist(np.clip(abnormal_x, *x_range), bins=bins, range=x_range, density=True, alpha=0.55, zorder=2,
-                color=ABNORMAL_COLOUR, label=f"known-anomaly patches ({abnormal_x.size:,})")
+                color=ABNORMAL_COLOUR, label=f"{abnormal_label} ({abnormal_x.size:,})")
     ax.axvspan(b_a, b_n, color=MARGIN_COLOUR, alpha=0.3, zorder=0, label="margin (b_a, b_n)")
     ax.axvline(b_n, color="navy", lw=1.5, zorder=3, label=f"b_n = {b_n:.3f}")
     ax.axvline(b_a, color="darkred", lw=1.5, ls="--", zorder=3, label=f"b_a = {b_a:.3f}")
