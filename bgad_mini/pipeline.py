@@ -147,13 +147,13 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
             if progress:
                 print(f"reusing finished run in {out}")
             return done
+    if cfg.method != "nf" and not data.split.known:
+        raise BgadError(f"method {cfg.method!r} needs known anomalies: set --n-known > 0")
     (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
 
     seed_everything(cfg.seed)
     threads = set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    if cfg.method != "nf" and not data.split.known:
-        raise BgadError(f"method {cfg.method!r} needs known anomalies: set --n-known > 0")
 
     from .backbone import FeatureCache
 
@@ -178,8 +178,14 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
     torch.save(flows.state_dict(), out / FLOWS)
     with timer("evaluate"):
         ev = evaluate_flows(flows, test_feats, data, cfg)
+    return _finish(cfg, data, ev, history.to_list(), timer, t_start, threads, device, out)
+
+
+def _finish(cfg: Config, data: RunData, ev: dict, history: list, timer: Timer, t_start: float, threads: int,
+            device: str, out: Path, **overrides: Any) -> dict[str, Any]:
+    """Assemble results.json (with `overrides`, e.g. another score description), draw the map figure, write both."""
     timer.seconds["total"] = time.perf_counter() - t_start
-    results = assemble_results(cfg, data, ev, history.to_list(), timer.seconds, threads, device, out)
+    results = {**assemble_results(cfg, data, ev, history, timer.seconds, threads, device, out), **overrides}
     with timer("figure"):
         save_map_figure(ev, data, cfg, out / "anomaly_maps.png")
     results["timings"] = dict(timer.seconds)
@@ -227,15 +233,9 @@ def _run_contrastive(cfg: Config, data: RunData, train_feats, test_feats, cache,
     with timer("evaluate"):
         maps = contrastive_maps(head, train_feats, test_feats, cfg, device=device)
         ev = evaluate_maps(maps, data, cfg)
-    timer.seconds["total"] = time.perf_counter() - t_start
-    results = assemble_results(cfg, data, ev, history, timer.seconds, threads, device, out)
-    results["score"] = "1 - cosine similarity to the nearest normal training patch embedding (k-NN), upsampled"
-    results["paths"]["flows"] = str(out / "contrastive.pt")
-    with timer("figure"):
-        save_map_figure(ev, data, cfg, out / "anomaly_maps.png")
-    results["timings"] = dict(timer.seconds)
-    write_results(results, out)
-    return results
+    paths = {"results": str(out / RESULTS), "figure": str(out / "anomaly_maps.png"), "flows": str(out / "contrastive.pt")}
+    return _finish(cfg, data, ev, history, timer, t_start, threads, device, out, paths=paths,
+                   score="1 - cosine similarity to the nearest normal training patch embedding (k-NN), upsampled")
 
 
 def load_head(run_dir: str | os.PathLike, device: str = "cpu"):
