@@ -35,6 +35,7 @@ class Config:
     device: str = "auto"
     threads: int = 0  # 0: use every core this process may use
     cache_dir: str = ".cache"
+    share_phase1: bool = True  # reuse phase 1 across runs that differ only in phase 2 (same weights either way)
     # backbone
     backbone: str = "efficientnet_lite0"
     stages: tuple[int, ...] = (1, 2, 3)
@@ -185,7 +186,12 @@ RELEVANT_PARAMS: dict[str, tuple[str, ...]] = {
 }
 METHOD_PARAMS: frozenset[str] = frozenset(f for fields_ in RELEVANT_PARAMS.values() for f in fields_)
 #: Fields that change how a run is computed but not what it computes: not part of a run's identity.
-RUNTIME_FIELDS = ("threads", "cache_dir")
+#: (`share_phase1` loads phase 1 from another run with the same phase-1 config: same weights, less time.)
+RUNTIME_FIELDS = ("threads", "cache_dir", "share_phase1")
+
+#: Fields phase 1 (ML on normal images) does not read: runs differing only in these share phase 1.
+PHASE2_ONLY = (frozenset({"method", "setting", "known_types", "n_known", "pro_fpr_limit", "eval_smoothing_sigma",
+                          "alt_score_sigma"}) | METHOD_PARAMS | frozenset(RUNTIME_FIELDS))
 
 ALIASES = {"lambda": "lam", "boundary_scope": "boundary"}
 

@@ -25,6 +25,7 @@ RESULTS = "results.json"
 CONFIG = "config.json"
 FLOWS = "flows.pt"
 SCHEMA_VERSION = 1
+PHASE1_FORMAT = 1  # bump when phase-1 training changes, so shared phase-1 states are not reused
 
 
 @dataclass
@@ -172,7 +173,8 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
     flows = build_flows(cfg, [f.shape[1] for f in train_feats], device)
     with timer("train"):
         history = train_flows(flows, train_data, cfg, phase2_objective=make_objective(cfg, len(train_feats)),
-                              run_dir=str(out), device=device, progress=progress)
+                              run_dir=str(out), device=device, progress=progress,
+                              shared_phase1=phase1_path(cfg, train_feats) if cfg.share_phase1 else None)
     import torch
 
     torch.save(flows.state_dict(), out / FLOWS)
@@ -191,6 +193,21 @@ def _finish(cfg: Config, data: RunData, ev: dict, history: list, timer: Timer, t
     results["timings"] = dict(timer.seconds)
     write_results(results, out)
     return results
+
+
+def phase1_path(cfg: Config, train_feats: list[np.ndarray]) -> str:
+    """Where runs with the same phase 1 (config without `PHASE2_ONLY` fields, same training features) share it."""
+    import hashlib
+
+    from .config import PHASE2_ONLY
+
+    h = hashlib.sha256(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in PHASE2_ONLY},
+                                  sort_keys=True).encode())
+    h.update(f"phase1-v{PHASE1_FORMAT}".encode())
+    for f in train_feats:
+        h.update(str(f.shape).encode() + str(f.dtype).encode())
+        h.update(np.ascontiguousarray(f).tobytes())
+    return str(Path(cfg.cache_dir) / "phase1" / f"{cfg.category}_s{cfg.seed}_{h.hexdigest()[:16]}.pt")
 
 
 def load_or_run(cfg: Config, runs_root: str | os.PathLike, progress: bool = True) -> tuple[dict[str, Any], Path]:

@@ -228,6 +228,12 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def _save_atomic(state: dict, path: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"  # per process: parallel grid jobs may write the same shared file
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def train_flows(
     flows: torch.nn.Module,
     data: TrainData,
@@ -237,12 +243,18 @@ def train_flows(
     device: str = "cpu",
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    shared_phase1: str | None = None,
 ) -> History:
     """Train `flows` (one conditional flow per level) for `cfg.total_epochs` epochs.
 
     Epochs [0, phase1_epochs) use L_ml on normal images only. Later epochs use `phase2_objective` on normal
     images plus the known anomalies (BG-SPP, push-pull), or, when it is None, keep L_ml on normals only: the
     fair NF baseline trains exactly as long as the method it is compared with.
+
+    `shared_phase1` is a file shared by runs that differ only in what phase 2 does (method, β, τ, λ, N, ...):
+    the state after epoch `phase1_epochs - 2` is written there by the first such run and loaded by the others,
+    which then train only the last phase-1 epoch (it feeds the epoch-scope boundary) and phase 2. Every epoch
+    draws from its own seeded stream, so a run that loads it ends with the same weights as one that does not.
     """
     from tqdm import tqdm
 
@@ -268,6 +280,17 @@ def train_flows(
         _set_rng_state(state["rng"])
         if progress and start_epoch < cfg.total_epochs:
             print(f"resuming from epoch {start_epoch} of {cfg.total_epochs} ({ckpt_path})")
+    share_epoch = cfg.phase1_epochs - 2 if shared_phase1 else -1
+    if start_epoch == 0 and share_epoch >= 0 and os.path.exists(shared_phase1):
+        state = torch.load(shared_phase1, map_location=device, weights_only=False)
+        flows.load_state_dict(state["flows"])
+        for opt, s in zip(optims, state["optims"]):
+            opt.load_state_dict(s)
+        history.epochs = [dict(r, shared=True) for r in state["history"]]
+        start_epoch = state["epoch"] + 1
+        _set_rng_state(state["rng"])
+        if progress:
+            print(f"phase-1 epochs 1-{start_epoch} loaded from {shared_phase1} (same data, flows and schedule)")
 
     flows.train()
     bar = tqdm(range(start_epoch, cfg.total_epochs), desc="train", unit="epoch", disable=not progress,
@@ -340,13 +363,14 @@ def train_flows(
             record.update(phase2_objective.on_epoch_end(epoch) or {})
         history.epochs.append(record)
         bar.set_postfix(phase=phase, loss=np.mean([r.get("loss", 0.0) for r in record["levels"]]))
+        state = {"epoch": epoch, "flows": flows.state_dict(), "optims": [o.state_dict() for o in optims],
+                 "history": history.epochs, "rng": _rng_state()}
         if ckpt_path:
-            tmp = ckpt_path + ".tmp"
-            torch.save({"epoch": epoch, "flows": flows.state_dict(), "optims": [o.state_dict() for o in optims],
-                        "history": history.epochs, "rng": _rng_state(),
-                        "objective": phase2_objective.state_dict() if hasattr(phase2_objective, "state_dict") else {}},
-                       tmp)
-            os.replace(tmp, ckpt_path)
+            _save_atomic({**state, "objective": phase2_objective.state_dict()
+                          if hasattr(phase2_objective, "state_dict") else {}}, ckpt_path)
+        if epoch == share_epoch and not os.path.exists(shared_phase1):
+            os.makedirs(os.path.dirname(shared_phase1) or ".", exist_ok=True)
+            _save_atomic(state, shared_phase1)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     flows.eval()

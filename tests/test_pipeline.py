@@ -97,9 +97,30 @@ def test_bgad_and_pushpull_train_in_two_phases(first_run, smoke_root, method, ke
     assert last["n_anomalous_images"] == 1 * 2 + 4  # 1 known anomaly x 2 repeats + 4 copy-paste (smoke profile)
     assert all(key in lvl for lvl in last["levels"])
     assert res["n_test"] == nf["n_test"] and res["known_images"] == nf["known_images"]  # same held-out test set
+    assert [h.get("shared", False) for h in res["history"]] == [True, False, False]  # phase 1 shared with nf
     if method == "bgad":
         lvl = last["levels"][0]
         assert lvl["b_a"] == pytest.approx(lvl["b_n"] - 0.1, abs=1e-5)
+
+
+def test_sharing_phase_1_does_not_change_the_results(first_run, smoke_root):
+    base, _ = first_run
+    shared = _run(smoke_root, base / "bgad_shared", base / "cache", method="bgad")
+    alone = _run(smoke_root, base / "bgad_alone", base / "cache", "--set", "share_phase1=false", method="bgad")
+    assert shared["history"][0].get("shared") and not alone["history"][0].get("shared")
+    assert alone["metrics"] == pytest.approx(shared["metrics"], abs=1e-6)
+    for t, m in alone["metrics_by_type"].items():
+        assert m == pytest.approx(shared["metrics_by_type"][t], abs=1e-6), t
+    # another seed or learning rate is another phase 1
+    from bgad_mini.config import Config
+    from bgad_mini.pipeline import phase1_path
+
+    feats = [__import__("numpy").zeros((2, 3, 4, 4), "float16")]
+    cfg = Config.from_profile("smoke")
+    assert phase1_path(cfg, feats) == phase1_path(cfg.with_overrides(method="bgad", beta=0.2, n_known=3), feats)
+    assert phase1_path(cfg, feats) != phase1_path(cfg.with_overrides(seed=1), feats)
+    assert phase1_path(cfg, feats) != phase1_path(cfg.with_overrides(phase2_epochs=5), feats)  # the lr schedule
+    assert phase1_path(cfg, feats) != phase1_path(cfg, [feats[0] + 1])
 
 
 def test_methods_that_need_anomalies_refuse_n_known_zero(smoke_root, tmp_path, capsys):

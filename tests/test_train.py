@@ -198,3 +198,36 @@ def test_copy_paste_moves_exactly_the_masked_pixels():
         assert m.sum() == mask.sum()
         assert np.array_equal(m.astype(bool), (img != normal).any(-1))
     assert copy_paste(normal, anomaly, np.zeros_like(mask), rng)[1].sum() == 0
+
+
+def test_a_run_that_loads_the_shared_phase_1_ends_with_the_same_weights(tmp_path):
+    """nf writes the state after phase-1 epoch P-2; bgad loads it and matches a bgad run trained from scratch."""
+    from bgad_mini.train import BGSPPObjective
+
+    feats = _toy(4)
+    masks = np.zeros((2, 8, 8), np.uint8)
+    masks[:, :4, :4] = 1
+    data = lambda: TrainData(feats, anomaly_feats=[f[:2] for f in feats], anomaly_masks=masks)
+    cfg = _cfg(phase1_epochs=3, phase2_epochs=2, boundary="epoch", method="bgad")
+    shared = str(tmp_path / "phase1" / "shared.pt")
+
+    def fresh():
+        torch.manual_seed(0)
+        return ConditionalFlows([4, 8], cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha)
+
+    alone = fresh()
+    h_alone = train_flows(alone, data(), cfg, phase2_objective=BGSPPObjective(cfg, 2), progress=False)
+    nf = fresh()
+    train_flows(nf, TrainData(feats), cfg.with_overrides(method="nf"), progress=False, shared_phase1=shared)
+    assert torch.load(shared, weights_only=False)["epoch"] == 1  # epochs 0 and 1 of 3 phase-1 epochs
+
+    loaded = fresh()
+    h = train_flows(loaded, data(), cfg, phase2_objective=BGSPPObjective(cfg, 2), progress=False,
+                    shared_phase1=shared)
+    assert [r.get("shared", False) for r in h.epochs] == [True, True, False, False, False]
+    # the epoch boundary was fixed from the (retrained) last phase-1 epoch, as in the run without sharing
+    assert h.epochs[2]["epoch_boundary_bn"] == pytest.approx(h_alone.epochs[2]["epoch_boundary_bn"], abs=1e-6)
+    for k, v in alone.state_dict().items():
+        assert torch.allclose(v, loaded.state_dict()[k], atol=1e-6), k
+    # and it really is a different model from the nf continuation
+    assert any(not torch.allclose(v, loaded.state_dict()[k], atol=1e-4) for k, v in nf.state_dict().items())
