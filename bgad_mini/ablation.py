@@ -313,9 +313,78 @@ def _fmt_metrics(m: Mapping[str, Any] | None) -> str:
     return " ".join(f"{k.replace('_auroc', '')}={'n/a' if v is None else f'{v:.3f}'}" for k, v in m.items())
 
 
+def dedupe(configs: Iterable[Config]) -> list[Config]:
+    """`configs` without repeats (same run key), first occurrence kept."""
+    out: dict[str, Config] = {}
+    for cfg in configs:
+        out.setdefault(run_key(cfg), cfg)
+    return list(out.values())
+
+
+def one_at_a_time(base: Config, axes: Mapping[str, Sequence[Any]], method: str = "bgad", seeds: Sequence[int] = (0,),
+                  known_types: Iterable[str | Sequence[str]] | None = None, check_data: bool = True) -> list[Config]:
+    """`method` at `base`, then each axis's values with every other setting held at `base`.
+
+    The cheap sensitivity grid of the *Ablations* chapter: Σ (values per axis) runs instead of the Π of a full
+    `expand_grid` product. Axes are grid keys (`beta`, `tau`, `lambda`, `boundary`, `n_known`, any Config field).
+    """
+    kw = dict(methods=(method,), seeds=seeds, base=base, known_types=known_types, check_data=check_data)
+    configs = expand_grid(**kw)
+    for key, values in axes.items():
+        configs += expand_grid(grid={key: values}, **kw)
+    return dedupe(configs)
+
+
+#: results.csv column -> Config field, for the columns that are run parameters.
+_COLUMN_FIELDS = {"category": "category", "setting": "setting", "known_types": "known_types", "n_known": "n_known",
+                  "beta": "beta", "tau": "tau", "lambda": "lam", "boundary": "boundary"}
+
+
+def _at_base(value: Any, base_value: Any) -> bool:
+    if isinstance(base_value, tuple):
+        base_value = "+".join(base_value)
+    if isinstance(base_value, bool) or isinstance(value, bool):
+        return str(value).lower() == str(base_value).lower()
+    if isinstance(base_value, (int, float)) and value is not None and value != "":
+        try:
+            return math.isclose(float(value), float(base_value), rel_tol=1e-9, abs_tol=1e-12)
+        except (TypeError, ValueError):
+            return False
+    return str(value) == str(base_value)
+
+
+def axis_rows(rows: Sequence[Mapping[str, Any]], base: Config, method: str, column: str) -> list[dict[str, Any]]:
+    """Rows (results or summary) of `method` whose parameters are all at `base` except `column`, sorted by it.
+
+    With `column` = "" the rows at the base itself. Parameters a method does not read are ignored,
+    so `axis_rows(summary, base, "nf", "")` finds the NF baseline of a grid made around `base`.
+    """
+    field = _COLUMN_FIELDS.get(column, ALIASES.get(column, column))
+    out = []
+    for row in rows:
+        if row.get("method") != method:
+            continue
+        ok = True
+        for col, value in row.items():
+            f = _COLUMN_FIELDS.get(col, col if col not in _NOT_EXTRA else None)
+            if f is None or col == column or f == field or not hasattr(base, f) or not _uses(method, col):
+                continue
+            if not _at_base(value, getattr(base, f)):
+                ok = False
+                break
+        if ok:
+            out.append(dict(row))
+    if column:
+        out.sort(key=lambda r: (not isinstance(r.get(column), (int, float)), r.get(column) if isinstance(
+            r.get(column), (int, float)) else str(r.get(column))))
+    return out
+
+
 def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, progress: bool = True,
-             runner: Callable | None = None, mp_context: str = "spawn") -> list[dict]:
-    """Run every config into `out/runs/<run_key>`, reusing finished runs; return one record per config, in order.
+             runner: Callable | None = None, mp_context: str = "spawn", runs_dir: str | os.PathLike | None = None
+             ) -> list[dict]:
+    """Run every config into `out/runs/<run_key>` (or `runs_dir/<run_key>`: the chapters' run cache), reusing
+    finished runs; return one record per config, in order.
 
     A record is {"key", "run_dir", "config" (Config), "status" ("reused" | "trained" | "failed"), "error"
     (one line or None), "seconds", "results" (the results dict or None)}. With `jobs` > 1 the missing runs go
@@ -326,13 +395,13 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
     """
     if jobs < 1:
         raise BgadError(f"--jobs must be >= 1, got {jobs}")
-    out = Path(out)
-    (out / RUNS).mkdir(parents=True, exist_ok=True)
+    runs = Path(runs_dir) if runs_dir is not None else Path(out) / RUNS
+    runs.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     todo: list[int] = []
     for cfg in configs:
         key = run_key(cfg)
-        run_dir = out / RUNS / key
+        run_dir = runs / key
         done = finished_results(run_dir, cfg)
         records.append({"key": key, "run_dir": str(run_dir), "config": cfg, "status": "reused" if done else None,
                         "error": None, "seconds": 0.0, "results": done})
@@ -417,14 +486,15 @@ def results_row(results: Mapping[str, Any], run_dir: str | os.PathLike = "") -> 
     return row
 
 
-def collect(out: str | os.PathLike, configs: Sequence[Config] | None = None) -> list[dict[str, Any]]:
-    """Rows of every finished run under `out/runs` (or only of `configs`): methods in `METHODS` order, then
-    category, setting, known types, N, β, τ, λ, boundary, seed.
+def collect(out: str | os.PathLike, configs: Sequence[Config] | None = None,
+            runs_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Rows of every finished run under `out/runs` (or `runs_dir`; or only of `configs`): methods in `METHODS`
+    order, then category, setting, known types, N, β, τ, λ, boundary, seed.
 
     Config fields (other than the fixed columns) that differ between the collected runs are added as columns,
     so a --grid over e.g. `phase2_epochs` shows up in results.csv and in the summary groups.
     """
-    runs = Path(out) / RUNS
+    runs = Path(runs_dir) if runs_dir is not None else Path(out) / RUNS
     if configs is not None:
         found = [(runs / run_key(c), finished_results(runs / run_key(c), c)) for c in configs]
         pairs = [(d, r) for d, r in found if r is not None]

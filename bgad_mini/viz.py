@@ -1,7 +1,7 @@
 """Pure plotting functions: arrays in, a matplotlib figure out. Nothing here trains or reads files."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -201,3 +201,46 @@ def plot_sensitivity(rows: Sequence[dict], param: str, metrics: str | Sequence[s
 def plot_n_known(rows: Sequence[dict], metrics: str | Sequence[str] = ("image_auroc",), series_key: str = "series"):
     """Metric (mean ± std over seeds) against the number N of known anomalies, one line per series."""
     return plot_sensitivity(rows, "n_known", metrics, series_key=series_key, xlabel="N known anomalies")
+
+
+def plot_one_at_a_time(panels: Mapping[str, Sequence[dict]], metric: str, default: Mapping[str, Any],
+                       references: Mapping[str, float] | None = None, noise: float | None = None):
+    """One panel per axis of a one-at-a-time grid: `<metric>_mean` (± `_std`) against the axis value.
+
+    `panels` maps an axis (a results.csv column: beta, tau, lambda, boundary, n_known) to its rows, sorted;
+    the `default` value of each axis is the filled marker; `references` (name -> value, e.g. the NF baseline)
+    are dashed lines; `noise` draws a band of ± noise around the default's value (e.g. the seed-to-seed
+    difference), so a change inside the band is not a finding. Introduced in the *Ablations* chapter.
+    """
+    plt = _plt()
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(2.7 * n + 0.6, 3.0), sharey=True, squeeze=False)
+    axes = axes[0]
+    for k, (ax, (col, rows)) in enumerate(zip(axes, panels.items())):
+        xs = np.arange(len(rows))
+        mean = np.array([_num(r.get(f"{metric}_mean")) for r in rows])
+        std = np.nan_to_num(np.array([_num(r.get(f"{metric}_std")) for r in rows]))
+        is_default = np.array([str(r.get(col)) == str(default.get(col)) for r in rows])
+        if noise is not None and is_default.any():
+            centre = mean[is_default][0]
+            ax.axhspan(centre - noise, centre + noise, color="0.85", zorder=0,
+                       label="± seed-to-seed difference" if k == 0 else None)
+        for j, (name, value) in enumerate((references or {}).items()):
+            if value is not None and not np.isnan(_num(value)):
+                ax.axhline(float(value), ls="--", lw=1, color=f"C{j + 1}", label=name if k == 0 else None)
+        ax.errorbar(xs, mean, yerr=std, color="C0", marker="o", capsize=3, mfc="white", zorder=3,
+                    label="BGAD" if k == 0 else None)
+        ax.plot(xs[is_default], mean[is_default], "o", color="C0", ms=8, zorder=4,
+                label="default" if k == 0 else None)
+        ax.set_xticks(xs, [f"{r.get(col):g}" if isinstance(r.get(col), (int, float)) else str(r.get(col))
+                           for r in rows])
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+        ax.set_xlabel(_PARAM_NAMES.get(col, col), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(_metric_title(metric))
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8,
+                   bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    return fig

@@ -279,6 +279,43 @@ def test_results_and_summary_csv_hold_the_right_numbers(tmp_path, monkeypatch):
     assert one_seed[0]["image_auroc_std"] is None and one_seed[0]["n_seeds"] == 1
 
 
+def test_one_at_a_time_grid_and_axis_rows(tmp_path, monkeypatch):
+    """Σ values runs, not Π; axis_rows finds each axis with the rest at the base, and the base runs."""
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    base = base_cfg(category="brick", known_types=("crack",), n_known=2)
+    axes = {"beta": [0.01, 0.1, 0.2], "tau": [0.0, 0.1], "n_known": [1, 2], "boundary": ["batch", "epoch"]}
+    cfgs = ablation.one_at_a_time(base, axes, method="bgad", known_types=[("crack",)], check_data=False)
+    # the base (β .01, τ .1, N 2, batch) once, plus 2 + 1 + 1 + 1 other values
+    assert len(cfgs) == 1 + 2 + 1 + 1 + 1
+    cfgs = ablation.dedupe(cfgs + expand_grid(methods=("nf", "bgad"), seeds=(0, 1), base=base,
+                                              known_types=[("crack",)], check_data=False))
+    assert len(cfgs) == 6 + 1 + 2  # nf seeds 0, 1 and bgad seed 1 are new; bgad seed 0 is the base again
+    run_grid(cfgs, tmp_path, progress=False, runs_dir=tmp_path / "cache")
+    assert not (tmp_path / "runs").exists() and len(list((tmp_path / "cache").iterdir())) == 9
+    summary = summarize(collect(tmp_path, runs_dir=tmp_path / "cache"))
+    betas = ablation.axis_rows(summary, base, "bgad", "beta")
+    assert [r["beta"] for r in betas] == [0.01, 0.1, 0.2]
+    # fake PRO = 0.3 + beta + 0.01 N, mean over the seeds present (the base has seeds 0 and 1)
+    assert [r["pro_mean"] for r in betas] == pytest.approx([0.33, 0.42, 0.52])
+    assert [r["n_seeds"] for r in betas] == [2, 1, 1]
+    assert [r["n_known"] for r in ablation.axis_rows(summary, base, "bgad", "n_known")] == [1, 2]
+    assert [r["boundary"] for r in ablation.axis_rows(summary, base, "bgad", "boundary")] == ["batch", "epoch"]
+    (nf,) = ablation.axis_rows(summary, base, "nf", "")
+    assert nf["n_seeds"] == 2 and nf["pro_mean"] == pytest.approx(0.33)
+    assert ablation.axis_rows(summary, base.with_overrides(tau=0.5), "bgad", "beta") == []
+
+    from bgad_mini import viz
+
+    panels = {c: ablation.axis_rows(summary, base, "bgad", c) for c in ("beta", "tau", "n_known", "boundary")}
+    fig = viz.plot_one_at_a_time(panels, "pro", {"beta": 0.01, "tau": 0.1, "n_known": 2, "boundary": "batch"},
+                                 references={"NF": nf["pro_mean"]}, noise=0.01)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.01", "0.1", "0.2"]
+    band = [p for p in ax.patches if p.get_facecolor()[:3] == pytest.approx((0.85, 0.85, 0.85))]
+    assert len(band) == 1 and band[0].get_extents().height > 0  # the noise band around the default's 0.33
+    assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == ["batch", "epoch"]
+
+
 def test_standard_plots_are_written(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "run", fake_run)
     cfgs = _grid(n_seeds=2, grid={"beta": [0.01, 0.05], "tau": [0.1, 0.3], "n_known": [1, 2],
