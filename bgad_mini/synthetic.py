@@ -503,3 +503,19 @@ def generate(out: str | pathlib.Path, profile: str = "book", seed: int = 0,
     )
     (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def ensure(data_root: str | pathlib.Path, profile: str = "book", seed: int = 0) -> bool:
+    """Make the offline default dataset at `data_root` if it is missing (a fresh checkout, Colab); True if made.
+
+    Only a missing or empty folder named `synthetic*` is filled (the `smoke` sizes for the smoke profile, the
+    `book` sizes otherwise); an existing dataset is left alone, and a missing real dataset (MVTecAD) is left to
+    `prepare_data`'s error, which says how to get it.
+    """
+    root = pathlib.Path(data_root)
+    if (root / "meta.json").exists() or not root.name.startswith("synthetic"):
+        return False
+    if root.exists() and any(root.iterdir()):
+        return False
+    generate(root, profile="smoke" if profile == "smoke" else "book", seed=seed, progress=False)
+    return True

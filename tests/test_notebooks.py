@@ -27,6 +27,18 @@ def test_committed_notebooks_have_no_outputs_and_one_literal_parameters_cell():
                 assert c.outputs == [] and c.execution_count is None, path.name
 
 
+def test_every_chapter_starts_with_the_colab_install_cell():
+    import yaml
+
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    for path in CHAPTERS:
+        nb = nbformat.read(path, as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        assert "google.colab" in first.source and f"git+{repo}" in first.source, path.name
+        assert "remove-cell" in first.metadata.get("tags", []), path.name
+        exec(compile(first.source, path.name, "exec"), {})  # outside Colab: does nothing, raises nothing
+
+
 def test_data_chapter(tmp_path, smoke_root):
     nb = run_chapter(ROOT / "book" / "data.ipynb", tmp_path / "data.ipynb", profile="smoke", data_root=str(smoke_root),
               n_known=3)
@@ -173,3 +185,29 @@ def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs):
     assert {"nf", "bgad", "pushpull"} <= methods, methods
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # history, histograms, maps, λ curves
+
+
+def test_ablations_chapter(tmp_path, smoke_root, chapter_runs):
+    nb = run_chapter(ROOT / "book" / "ablations.ipynb", tmp_path / "ablations.ipynb", profile="smoke",
+                     data_root=str(smoke_root), n_known=1, n_knowns="1", **chapter_runs)
+    g = glued(nb)
+    # 5 methods at the defaults + nf and bgad at seed 1 + one other value of beta, tau, lambda, boundary
+    assert g["n_runs"] == "11" and int(g["n_trained"]) + int(g["n_reused"]) == 11
+    assert "this build's grid" in g["source"] and g["axis_seeds"] == "0" and g["n_moves"] == "4"
+    runs = [json.loads(p.read_text())["config"] for p in Path(chapter_runs["runs_root"]).glob("bgad_*/results.json")]
+    assert {(c["seed"], c["beta"], c["tau"], c["lam"], c["boundary"]) for c in runs} >= {
+        (0, 0.01, 0.1, 1.0, "batch"), (1, 0.01, 0.1, 1.0, "batch"), (0, 0.1, 0.1, 1.0, "batch"),
+        (0, 0.01, 0.0, 1.0, "batch"), (0, 0.01, 0.1, 0.25, "batch"), (0, 0.01, 0.1, 1.0, "epoch")}
+    noise = float(g["noise_unseen_pro"])
+    assert 0.0 <= noise <= 1.0
+    # each verdict states the sign of its difference and compares it with the seed noise correctly
+    for key in ("v_bgad_nf_unseen_pro", "v_bgad_pushpull_unseen_pro", "v_pushpull_nf_unseen_pro"):
+        d = float(g[key].split(",")[0])
+        assert ("within the seed noise" in g[key]) == (abs(d) <= noise), g[key]
+    assert g["seen_types"] == "missing" and g["widest_gap"] in g["gaps"]
+    for name in ("fig_axes_pro", "fig_axes_pix"):
+        fig = [o for c in nb.cells for o in c.get("outputs", [])
+               if o.get("metadata", {}).get("scrapbook", {}).get("name") == name]
+        assert fig and any(k.endswith("image/png") for k in fig[0]["data"]), name
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 1  # the seen/unseen bars (the two glued figures are shown where the text places them)

@@ -140,3 +140,15 @@ def test_clear_errors(tmp_path):
     with pytest.raises(BgadError, match="unknown defect type"):
         syn.make_defect(np.zeros((64, 64, 3), np.uint8), "dent", np.random.default_rng(0))
     assert not any(tmp_path.iterdir())
+
+
+def test_ensure_makes_only_a_missing_synthetic_dataset(tmp_path):
+    made = tmp_path / "data" / "synthetic_smoke"
+    assert syn.ensure(made, profile="smoke") is True
+    assert json.loads((made / "meta.json").read_text())["profile"] == "smoke"
+    before = (made / "meta.json").stat().st_mtime_ns
+    assert syn.ensure(made, profile="smoke") is False and (made / "meta.json").stat().st_mtime_ns == before
+    assert syn.ensure(tmp_path / "mvtec", profile="smoke") is False and not (tmp_path / "mvtec").exists()
+    other = tmp_path / "synthetic_other"
+    (other / "brick").mkdir(parents=True)
+    assert syn.ensure(other, profile="smoke") is False  # a non-empty folder is never overwritten
