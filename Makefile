@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA := data/synthetic
 JOBS ?= 1
 
-.PHONY: book test data venv clean-book clean bench
+.PHONY: book test data venv clean-book clean bench check-html
 
 $(STAMP): pyproject.toml
 	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP) $(DATA)/meta.json
 
 book: $(STAMP) $(DATA)/meta.json
 	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+# the rendered book in headless Chromium (Debian packages chromium, chromium-driver); report and screenshots
+# in _build/browser/
+check-html: $(STAMP)
+	$(PYTHON) tests/browser_check.py --html _build/html --out _build/browser
 
 bench: $(STAMP) $(DATA)/meta.json
 	$(PYTHON) bench/bench_pipeline.py
