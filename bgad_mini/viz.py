@@ -116,7 +116,7 @@ def plot_seen_unseen_bars(rows: Sequence[dict], metrics: str | Sequence[str] = (
     """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     labels = [str(r.get(label_key, r.get("method", i))) for i, r in enumerate(rows)]
-    many = len(rows) > 4  # many groups: one panel per line, as wide as the groups need
+    many = len(rows) > 6  # many groups: one panel per line, as wide as the groups need
     fig, axes = _panels(len(metrics), ncols=1 if many else 3, width=max(4.2, 0.55 * len(rows) + 1.5),
                         height=3.6 if many else 3.2)
     x = np.arange(len(rows))
