@@ -2,7 +2,7 @@
 self-contained HTML + JavaScript version (works in the static book, no Python, no external library).
 
 Introduced in the *Boundary* chapter. Both are thin wrappers: the numbers come from the pure function
-`boundary_state` (which calls `boundary.boundary_counts`), the static figure from `viz_book.plot_boundary_hist`.
+`boundary_state` (which calls `boundary.boundary_counts`), the static figure from `viz.plot_boundary_hist`.
 """
 from __future__ import annotations
 
@@ -45,12 +45,12 @@ def boundary_grid(normal_ll: np.ndarray, abnormal_ll: np.ndarray, betas: Sequenc
 def boundary_widget(normal_ll: np.ndarray, abnormal_ll: np.ndarray, normalizer: float = 10.0, beta: float = 0.01,
                     tau: float = 0.1, beta_log10_range: tuple[float, float] = (-3.0, -0.7),
                     tau_range: tuple[float, float] = (0.0, 0.5), bins: int = 80):
-    """β (log scale) and τ sliders that redraw `viz_book.plot_boundary_hist` and the counts line."""
+    """β (log scale) and τ sliders that redraw `viz.plot_boundary_hist` and the counts line."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
     from IPython.display import display
 
-    from .viz_book import hist_range, plot_boundary_hist
+    from .viz import hist_range, plot_boundary_hist
 
     xn = np.asarray(normal_ll, dtype=np.float64).ravel() / normalizer
     xa = np.asarray(abnormal_ll, dtype=np.float64).ravel() / normalizer
@@ -78,7 +78,7 @@ def explorer_data(normal_ll: np.ndarray, abnormal_ll: np.ndarray, betas: Sequenc
                   normalizer: float = 10.0, bins: int = 70) -> dict:
     """Everything the HTML explorer needs, precomputed: the two histograms (densities over common bins of
     x = ℓ/normaliser) and one frame per (β, τ) grid point, β-major (frame index = i·len(taus) + j)."""
-    from .viz_book import hist_range
+    from .viz import hist_range
 
     xn = np.asarray(normal_ll, dtype=np.float64).ravel() / normalizer
     xa = np.asarray(abnormal_ll, dtype=np.float64).ravel() / normalizer

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from bgad_mini import viz_book, widgets
+from bgad_mini import viz, widgets
 
 
 @pytest.fixture
@@ -152,19 +152,19 @@ def test_book_plots_return_figures(constructed):
     normal, abnormal = constructed
     rng = np.random.default_rng(0)
     figs = [
-        viz_book.plot_boundary_hist(normal / 10, abnormal / 10, -0.94, -1.04),
-        viz_book.plot_boundary_grid(normal / 10, abnormal / 10, widgets.boundary_grid(normal, abnormal, [0.01, 0.1], [0.0, 0.1]),
+        viz.plot_boundary_hist(normal / 10, abnormal / 10, -0.94, -1.04),
+        viz.plot_boundary_grid(normal / 10, abnormal / 10, widgets.boundary_grid(normal, abnormal, [0.01, 0.1], [0.0, 0.1]),
                                     [0.01, 0.1], [0.0, 0.1]),
-        viz_book.plot_boundary_levels([normal / 10] * 2, [abnormal / 10] * 2,
+        viz.plot_boundary_levels([normal / 10] * 2, [abnormal / 10] * 2,
                                       [widgets.boundary_state(normal, abnormal, 0.01, 0.1)] * 2, ["a", "b"]),
-        viz_book.plot_chunk_boundaries(-0.5, {"512": rng.normal(-0.5, 0.01, 50)}, tau=0.1),
-        viz_book.plot_feature_levels(rng.random((32, 32, 3)), [rng.random((4, 8, 8)), rng.random((6, 4, 4))], ["a", "b"]),
-        viz_book.plot_positional_encoding(rng.uniform(-1, 1, (8, 4, 4)), [0, 4], ["x", "y"]),
-        viz_book.plot_ml_loss(np.linspace(-5, 3, 50), rng.normal(-3, 0.4, 100)),
-        viz_book.plot_history([{"epoch": 0, "phase": 1, "levels": [{"loss": 3.0}]},
+        viz.plot_chunk_boundaries(-0.5, {"512": rng.normal(-0.5, 0.01, 50)}, tau=0.1),
+        viz.plot_feature_levels(rng.random((32, 32, 3)), [rng.random((4, 8, 8)), rng.random((6, 4, 4))], ["a", "b"]),
+        viz.plot_positional_encoding(rng.uniform(-1, 1, (8, 4, 4)), [0, 4], ["x", "y"]),
+        viz.plot_ml_loss(np.linspace(-5, 3, 50), rng.normal(-3, 0.4, 100)),
+        viz.plot_history([{"epoch": 0, "phase": 1, "levels": [{"loss": 3.0}]},
                                {"epoch": 1, "phase": 2, "levels": [{"loss": 2.5}]}], ["/4"]),
-        viz_book.plot_logp_vs_ell([rng.normal(-70, 5, 100), rng.normal(-300, 10, 100)], [24, 112], ["/4", "/16"]),
-        viz_book.plot_roc_pro((np.array([0, 1.0]), np.array([0, 1.0])), (np.array([0, 1.0]), np.array([0, 1.0])),
+        viz.plot_logp_vs_ell([rng.normal(-70, 5, 100), rng.normal(-300, 10, 100)], [24, 112], ["/4", "/16"]),
+        viz.plot_roc_pro((np.array([0, 1.0]), np.array([0, 1.0])), (np.array([0, 1.0]), np.array([0, 1.0])),
                               (np.array([0, 0.1, 0.3]), np.array([0, 0.5, 0.9])), {"image_auroc": 0.5}),
     ]
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
@@ -177,5 +177,5 @@ def test_feature_pca_image_finds_the_dominant_direction():
     pattern = np.outer(np.linspace(-1, 1, 8), np.ones(8))  # a left-right ramp on an 8×8 grid
     direction = np.array([3.0, 1.0, 0.0])
     fmap = direction[:, None, None] * pattern[None] + 0.01 * rng.normal(size=(3, 8, 8))
-    pc = viz_book.feature_pca_image(fmap)
+    pc = viz.feature_pca_image(fmap)
     assert abs(np.corrcoef(pc.ravel(), pattern.ravel())[0, 1]) > 0.99
