@@ -191,8 +191,8 @@ def test_ablations_chapter(tmp_path, smoke_root, chapter_runs):
     nb = run_chapter(ROOT / "book" / "ablations.ipynb", tmp_path / "ablations.ipynb", profile="smoke",
                      data_root=str(smoke_root), n_known=1, n_knowns="1", **chapter_runs)
     g = glued(nb)
-    # 5 methods at the defaults + nf and bgad at seed 1 + one other value of beta, tau, lambda, boundary
-    assert g["n_runs"] == "11" and int(g["n_trained"]) + int(g["n_reused"]) == 11
+    # 5 methods at the defaults + bgad at seed 1 + one other value of beta, tau, lambda, boundary
+    assert g["n_runs"] == "10" and int(g["n_trained"]) + int(g["n_reused"]) == 10
     assert "this build's grid" in g["source"] and g["axis_seeds"] == "0" and g["n_moves"] == "4"
     runs = [json.loads(p.read_text())["config"] for p in Path(chapter_runs["runs_root"]).glob("bgad_*/results.json")]
     assert {(c["seed"], c["beta"], c["tau"], c["lam"], c["boundary"]) for c in runs} >= {
