@@ -211,3 +211,11 @@ def test_ablations_chapter(tmp_path, smoke_root, chapter_runs):
         assert fig and any(k.endswith("image/png") for k in fig[0]["data"]), name
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 1  # the seen/unseen bars (the two glued figures are shown where the text places them)
+    # no axes and no second seed (the GPU workflow's setting): the method comparison alone, noise "not measured"
+    nb = run_chapter(ROOT / "book" / "ablations.ipynb", tmp_path / "ablations_methods.ipynb", profile="smoke",
+                     data_root=str(smoke_root), n_known=1, noise_seeds="", betas="", taus="", lams="", n_knowns="",
+                     boundaries="", **chapter_runs)
+    g = glued(nb)
+    assert g["n_runs"] == "5" and g["n_trained"] == "0"  # every method's run is reused from the first execution
+    assert g["noise_unseen_pro"] == "not measured (one seed)" and "noise not measured" in g["v_bgad_nf_unseen_pro"]
+    assert g["n_moves"] == "0" and g["largest_move"] == "no setting was varied"
