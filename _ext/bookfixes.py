@@ -8,9 +8,10 @@ from __future__ import annotations
 
 
 def _key(js) -> tuple:
+    """A script file is the same script whatever its attributes; an inline script is the same when its body is."""
     attributes = getattr(js, "attributes", {}) or {}
     filename = getattr(js, "filename", js) or ""  # inline scripts come with None or "" as their file name
-    return (str(filename), tuple(sorted((k, str(v)) for k, v in attributes.items())))
+    return (str(filename),) if filename else ("", str(attributes.get("body", "")))
 
 
 def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:

@@ -3,11 +3,12 @@
     python tests/browser_check.py [--html _build/html] [--out _build/browser]
 
 For every page in `_toc.yml`: no JavaScript error (uncaught exceptions and console errors), every <img> loaded,
-every internal link resolves, no unrendered `{glue...}` role. On the Boundary chapter the static β/τ explorer must
+every internal link resolves, every equation is typeset by MathJax (vendored in `_vendor/mathjax`, so this holds
+offline), no unrendered `{glue...}` role. On the Boundary chapter the static β/τ explorer must
 respond to the keyboard: moving β moves b_n and changes the counts, moving τ moves only b_a. Writes
 `<out>/report.json` and screenshots of the Boundary chapter (`boundary.png`, `boundary_explorer.png`).
-External resources that an offline machine cannot fetch (MathJax from its CDN, say) are listed in the report,
-not counted as failures; everything the book ships must load. Exit code 1 with one line per problem.
+External resources that an offline machine cannot fetch are listed in the report, not counted as failures;
+everything the book ships must load. Exit code 1 with one line per problem.
 
 Needs Debian's `chromium` and `chromium-driver` (`/usr/bin/chromium`, `/usr/bin/chromedriver`) and `selenium`.
 """
@@ -146,6 +147,15 @@ def check_page(driver, base: str, page: str) -> dict:
             urllib.request.urlopen(link, timeout=10).close()
         except (urllib.error.URLError, OSError) as exc:
             errors.append(f"broken link: {link} ({exc})")
+    n_math = driver.execute_script("return document.querySelectorAll('.math').length")
+    n_rendered = 0
+    for _ in range(50):  # MathJax typesets after the page has loaded
+        n_rendered = driver.execute_script("return document.querySelectorAll('mjx-container').length")
+        if not n_math or n_rendered >= n_math:
+            break
+        time.sleep(0.1)
+    if n_math and n_rendered < n_math:
+        errors.append(f"{n_math - n_rendered} of {n_math} equations not typeset by MathJax")
     body = driver.find_element("tag name", "main").text if driver.find_elements("tag name", "main") else ""
     for raw in re.findall(r"\{glue:?[a-z]*\}`[^`]*`", body)[:3]:
         errors.append(f"unrendered glue role: {raw}")
@@ -153,6 +163,7 @@ def check_page(driver, base: str, page: str) -> dict:
         errors.append("a Python traceback is shown on the page")
     return {"page": page, "url": url, "seconds": round(time.perf_counter() - t0, 2), "errors": errors,
             "external_not_loaded": sorted(set(external)), "images": len(images), "internal_links": len(internal),
+            "equations": n_math, "equations_typeset": n_rendered,
             "svg": driver.execute_script("return document.querySelectorAll('svg').length")}
 
 

@@ -78,7 +78,7 @@ def test_a_good_site_passes_and_the_explorer_responds(tmp_path):
 
 @needs_browser
 def test_errors_missing_images_broken_links_and_a_dead_slider_fail(tmp_path):
-    bad = ('<img src="missing.png"><a href="nowhere.html">x</a>'
+    bad = ('<img src="missing.png"><a href="nowhere.html">x</a><span class="math">\\(b_n\\)</span>'
            '<script>document.title; undefined_function_of_the_book();</script>')
     dead = '<div id="bt-explorer"><input type="range" id="bt-beta" min="0" max="3" value="1">' \
            '<input type="range" id="bt-tau" min="0" max="3" value="1"><span id="bt-beta-value">0.01</span>' \
@@ -90,6 +90,7 @@ def test_errors_missing_images_broken_links_and_a_dead_slider_fail(tmp_path):
     assert "undefined_function_of_the_book" in text
     assert "image not loaded" in text and "missing.png" in text
     assert "broken link" in text and "nowhere.html" in text
+    assert "1 of 1 equations not typeset by MathJax" in text  # a page with math but no MathJax
     assert "moving β did not move b_n" in text and "moving the τ slider did not move b_a" in text
 
 
