@@ -130,6 +130,16 @@ def _num(v) -> float:
     return np.nan if v is None or v == "" else float(v)
 
 
+def _legend_above(fig, ax, max_cols: int):
+    """One legend for the whole figure, above its panels, from `ax`'s labelled artists; then tight layout."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(max_cols, len(labels)), fontsize=8,
+                   bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    return fig
+
+
 def plot_seen_unseen_bars(rows: Sequence[dict], metrics: str | Sequence[str] = ("image_auroc", "pixel_auroc", "pro"),
                           label_key: str = "label", title: str | None = None):
     """Seen vs unseen defect types: one panel per metric, a pair of bars (mean ± std over seeds) per row.
@@ -214,12 +224,7 @@ def plot_sensitivity(rows: Sequence[dict], param: str, metrics: str | Sequence[s
         ax.set_xlabel(xlabel or _PARAM_NAMES.get(param, param))
         ax.set_title(_metric_title(metric), fontsize=10)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8,
-                   bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout()
-    return fig
+    return _legend_above(fig, axes[0], max_cols=3)
 
 
 def plot_n_known(rows: Sequence[dict], metrics: str | Sequence[str] = ("image_auroc",), series_key: str = "series"):
@@ -262,12 +267,7 @@ def plot_one_at_a_time(panels: Mapping[str, Sequence[dict]], metric: str, defaul
         ax.set_xlabel(_PARAM_NAMES.get(col, col), fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(_metric_title(metric))
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8,
-                   bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout()
-    return fig
+    return _legend_above(fig, axes[0], max_cols=5)
 
 
 # ----------------------------------------------------------------------------------------------
