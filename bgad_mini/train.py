@@ -228,6 +228,16 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def _restore(path: str, flows: torch.nn.Module, optims: list, device: str) -> dict:
+    """Load a saved training state into `flows` and `optims` and set the RNGs; return it (epoch, history, ...)."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    flows.load_state_dict(state["flows"])
+    for opt, s in zip(optims, state["optims"]):
+        opt.load_state_dict(s)
+    _set_rng_state(state["rng"])
+    return state
+
+
 def _save_atomic(state: dict, path: str) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"  # per process: parallel grid jobs may write the same shared file
     torch.save(state, tmp)
@@ -269,26 +279,18 @@ def train_flows(
         os.makedirs(run_dir, exist_ok=True)
 
     if ckpt_path and os.path.exists(ckpt_path):
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        flows.load_state_dict(state["flows"])
-        for opt, s in zip(optims, state["optims"]):
-            opt.load_state_dict(s)
+        state = _restore(ckpt_path, flows, optims, device)
         history.epochs = state["history"]
         if phase2_objective is not None and hasattr(phase2_objective, "load_state_dict"):
             phase2_objective.load_state_dict(state.get("objective", {}))
         start_epoch = state["epoch"] + 1
-        _set_rng_state(state["rng"])
         if progress and start_epoch < cfg.total_epochs:
             print(f"resuming from epoch {start_epoch} of {cfg.total_epochs} ({ckpt_path})")
     share_epoch = cfg.phase1_epochs - 2 if shared_phase1 else -1
     if start_epoch == 0 and share_epoch >= 0 and os.path.exists(shared_phase1):
-        state = torch.load(shared_phase1, map_location=device, weights_only=False)
-        flows.load_state_dict(state["flows"])
-        for opt, s in zip(optims, state["optims"]):
-            opt.load_state_dict(s)
+        state = _restore(shared_phase1, flows, optims, device)
         history.epochs = [dict(r, shared=True) for r in state["history"]]
         start_epoch = state["epoch"] + 1
-        _set_rng_state(state["rng"])
         if progress:
             print(f"phase-1 epochs 1-{start_epoch} loaded from {shared_phase1} (same data, flows and schedule)")
 
