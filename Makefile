@@ -37,6 +37,7 @@ check-html: $(STAMP)
 
 bench: $(STAMP) $(DATA)/meta.json
 	$(PYTHON) bench/bench_pipeline.py
+	$(PYTHON) bench/bench_phase1_share.py
 
 clean-book:
 	rm -rf _build
