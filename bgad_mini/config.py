@@ -62,7 +62,7 @@ class Config:
     mask_rule: str = "nearest"
     copy_paste: bool = True
     anomaly_repeats: int = 3  # each known anomaly appears this often per phase-2 epoch (official: 5)
-    copy_paste_per_epoch: int = 20  # fresh copy-paste anomalies per phase-2 epoch (official: 5·N)
+    copy_paste_per_known: int = 5  # fresh copy-paste images per known anomaly per phase-2 epoch (official: 5, i.e. 5·N)
     # contrastive baselines (FIRM, SupCon)
     temperature: float = 0.2
     proj_dim: int = 128
@@ -108,8 +108,8 @@ class Config:
             raise BgadError(f"img_size must be a multiple of 16 and >= 32, got {self.img_size}")
         if self.n_known < 0:
             raise BgadError(f"n_known must be >= 0, got {self.n_known}")
-        if self.anomaly_repeats < 1 or self.copy_paste_per_epoch < 0:
-            raise BgadError("anomaly_repeats must be >= 1 and copy_paste_per_epoch >= 0")
+        if self.anomaly_repeats < 1 or self.copy_paste_per_known < 0:
+            raise BgadError("anomaly_repeats must be >= 1 and copy_paste_per_known >= 0")
         if self.temperature <= 0:
             raise BgadError(f"temperature must be > 0, got {self.temperature}")
         if self.view_pairs < 1 or self.bank_size < 1 or self.contrastive_batch < 2 or self.contrastive_epochs < 0:
@@ -174,7 +174,7 @@ class Config:
 #: `firm` and `supcon`; how known anomalies are fed (mask rule, copy-paste, repeats) for every method but `nf`,
 #: which reads none of them (it ignores known anomalies). Fields outside `METHOD_PARAMS` (n_known, epochs,
 #: image size, ...) multiply runs for every method.
-_ANOMALY_DATA = ("mask_rule", "copy_paste", "copy_paste_per_epoch", "anomaly_repeats")
+_ANOMALY_DATA = ("mask_rule", "copy_paste", "copy_paste_per_known", "anomaly_repeats")
 _CONTRASTIVE = ("temperature", "proj_dim", "knn_k", "contrastive_epochs", "contrastive_lr", "contrastive_batch",
                 "view_pairs", "aug_strength", "bank_size")
 RELEVANT_PARAMS: dict[str, tuple[str, ...]] = {
@@ -200,7 +200,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": dict(
         data_root=os.path.join("data", "synthetic_smoke"), img_size=64, coupling_blocks=2, pos_dim=32,
         phase1_epochs=2, phase2_epochs=1, warmup_epochs=0, batch_images=8, patches_per_image=64,
-        flow_batch=1024, lr=1e-3, n_known=1, anomaly_repeats=2, copy_paste_per_epoch=4,
+        flow_batch=1024, lr=1e-3, n_known=1, anomaly_repeats=2, copy_paste_per_known=4,
         contrastive_epochs=2, contrastive_batch=256, view_pairs=1, bank_size=2000,
     ),
     # the rendered book on 2 CPU cores (see bench/ for measured times)
@@ -210,7 +210,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         data_root=os.path.join("data", "mvtec"), category="bottle", backbone="tf_efficientnet_b6",
         setting="multi-class", img_size=256, phase1_epochs=8, phase2_epochs=192, warmup_epochs=16,
         batch_images=32, patches_per_image=0, flow_batch=4096, lr=2e-4, n_known=10,
-        anomaly_repeats=5, copy_paste_per_epoch=50,
+        anomaly_repeats=5, copy_paste_per_known=5,
     ),
 }
 

@@ -2,8 +2,10 @@
 PRO (the area under the per-region-overlap curve up to a false-positive rate of 0.3), over all test images,
 per defect type, and over seen / unseen defect types.
 
-Introduced in the *Conditional flows* chapter. Scoring follows the official BGAD / CFlow code
-(`utils/utils.py:182-200`, `validate`); PRO follows the MVTec AD standard (see `pro_score`).
+Introduced in the *Conditional flows* chapter. Two scores: the default `inductive_maps` (every statistic from
+the training images, so an image's map never depends on the rest of the test set) and `anomaly_maps`, the
+official BGAD / CFlow code's transductive score (`utils/utils.py:182-200`, `validate`), kept for comparisons
+with the paper. PRO follows the MVTec AD standard (`pro_score`); `pro_score_official_style` is the official one.
 """
 from __future__ import annotations
 
@@ -40,22 +42,54 @@ def _levels(level_logliks: Sequence[ArrayLike]) -> list[torch.Tensor]:
     return levels
 
 
+def _likelihood_sum(levels: list[torch.Tensor], shifts: Sequence[float], img_size: int) -> np.ndarray:
+    """S = Σ_l upsample(exp(ℓ_l − m_l)) in float64, (N, img_size, img_size): the official "normality" sum."""
+    total = np.zeros((levels[0].shape[0], img_size, img_size), np.float64)
+    for level, m in zip(levels, shifts):
+        for sl, up in _upsampled(torch.exp(level - float(m)), img_size):
+            total[sl] += up.numpy()
+    return total
+
+
 def anomaly_maps(level_logliks: Sequence[ArrayLike], img_size: int, dtype=np.float32) -> np.ndarray:
-    """The official anomaly map: per level, exp(ℓ − max ℓ over the whole set), upsampled, summed; map = max − sum.
+    """The official (transductive) anomaly map: per level exp(ℓ − max ℓ over the whole set), upsampled, summed;
+    map = max − sum.
 
     `level_logliks[l]` holds ℓ = log p / C at every location of level l, shape (N, h_l, w_l). As the official
     code: subtract the level's global maximum over all N images, exp (the likelihood relative to the most
     normal location of that level, in (0, 1]), upsample bilinearly (align_corners=True) to img_size, sum the
     levels, and turn the "normality" S into an anomaly score max(S) − S (max over the whole set). Computed
     in float64 and returned as `dtype` (N, img_size, img_size). The maps are not smoothed.
+
+    Both maxima are taken over the test set, so an image's map changes when other images join or leave it: use
+    `inductive_maps` for numbers that must not depend on the rest of the test set.
     """
     levels = _levels(level_logliks)
-    total = np.zeros((levels[0].shape[0], img_size, img_size), np.float64)
-    for level in levels:
-        prob = torch.exp(level - level.max())
-        for sl, up in _upsampled(prob, img_size):
-            total[sl] += up.numpy()
+    total = _likelihood_sum(levels, [float(level.max()) for level in levels], img_size)
     return (total.max() - total).astype(dtype, copy=False)
+
+
+def score_reference(level_logliks: Sequence[ArrayLike]) -> list[float]:
+    """m_l = max ℓ of each level over a reference set of normal images (the training images): the only
+    statistic of the inductive score (`inductive_maps`)."""
+    return [float(level.max()) for level in _levels(level_logliks)]
+
+
+def inductive_maps(level_logliks: Sequence[ArrayLike], reference: Sequence[float], img_size: int,
+                   dtype=np.float32) -> np.ndarray:
+    """The book's default anomaly map: the official form with every statistic taken from training data.
+
+    Per level exp(ℓ − m_l), with m_l = `score_reference(ℓ of the normal training images)` instead of the test-set
+    maximum, upsampled and summed to S; map = L − S for L levels (a constant instead of the test-set max of S).
+    Each image's map depends only on that image and the trained model: scored alone or inside any test set, it
+    is the same. Within one test set it ranks pixels and images exactly as the official map would if the test
+    set's level maxima equalled the training ones.
+    """
+    levels = _levels(level_logliks)
+    if len(reference) != len(levels):
+        raise BgadError(f"score reference has {len(reference)} levels, the log-likelihoods {len(levels)}")
+    total = _likelihood_sum(levels, reference, img_size)
+    return (len(levels) - total).astype(dtype, copy=False)
 
 
 def nll_maps(level_logliks: Sequence[ArrayLike], img_size: int, dtype=np.float32) -> np.ndarray:
@@ -297,23 +331,27 @@ def pro_score_official_style(masks: Optional[ArrayLike], maps: ArrayLike, fpr_li
 # everything, per defect type, seen / unseen
 # ----------------------------------------------------------------------------------------------
 def metrics(maps: np.ndarray, masks: Optional[np.ndarray], labels: np.ndarray,
-            fpr_limit: float = 0.3) -> dict[str, Optional[float]]:
-    """{image_auroc, pixel_auroc, pro} of one set of images (pixel metrics None without masks)."""
-    return {
+            fpr_limit: float = 0.3, official_pro: bool = False) -> dict[str, Optional[float]]:
+    """{image_auroc, pixel_auroc, pro} of one set of images (pixel metrics None without masks); with
+    `official_pro`, also `pro_official_style` (the official code's PRO, for tables beside the paper's numbers)."""
+    out = {
         "image_auroc": image_auroc(labels, image_scores(maps)),
         "pixel_auroc": pixel_auroc(masks, maps),
         "pro": pro_score(masks, maps, fpr_limit=fpr_limit),
     }
+    if official_pro:
+        out["pro_official_style"] = pro_score_official_style(masks, maps, fpr_limit=fpr_limit)
+    return out
 
 
 def evaluate(maps: np.ndarray, masks: Optional[np.ndarray], labels: Sequence[int], defect_types: Sequence[str],
-             seen_types: Optional[Iterable[str]] = None, fpr_limit: float = 0.3) -> dict:
+             seen_types: Optional[Iterable[str]] = None, fpr_limit: float = 0.3, official_pro: bool = False) -> dict:
     """All metrics: over every test image, per defect type, and over seen / unseen types (JSON-ready).
 
     maps (N, H, W) anomaly maps, masks (N, H, W) or None (image-level labels only), labels (N,) 1 = defect,
     defect_types (N,) names (ignored for normal images). Per type, and for seen / unseen, the set is every
     normal test image plus that group's defect images. `metrics_seen` / `metrics_unseen` are None when
-    `seen_types` is None or the group has no test image.
+    `seen_types` is None or the group has no test image. `official_pro` adds `pro_official_style` everywhere.
     """
     maps = np.asarray(maps)
     labels = np.asarray(labels).astype(bool)
@@ -327,9 +365,10 @@ def evaluate(maps: np.ndarray, masks: Optional[np.ndarray], labels: Sequence[int
         if not (select & labels).any():
             return None
         idx = np.flatnonzero(select | normal)
-        return metrics(maps[idx], None if masks is None else np.asarray(masks)[idx], labels[idx], fpr_limit)
+        return metrics(maps[idx], None if masks is None else np.asarray(masks)[idx], labels[idx], fpr_limit,
+                       official_pro)
 
-    result: dict = {"metrics": metrics(maps, masks, labels, fpr_limit)}
+    result: dict = {"metrics": metrics(maps, masks, labels, fpr_limit, official_pro)}
     defect_names = sorted(set(types[labels].tolist()))
     result["metrics_by_type"] = {t: on(labels & (types == t)) for t in defect_names}
     if seen_types is None:

@@ -24,7 +24,7 @@ from .utils import Timer, peak_rss_mb, resolve_device, seed_everything, set_thre
 RESULTS = "results.json"
 CONFIG = "config.json"
 FLOWS = "flows.pt"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: inductive default score, metrics_official*, copy-paste per known anomaly
 PHASE1_FORMAT = 1  # bump when phase-1 training changes, so shared phase-1 states are not reused
 
 
@@ -97,8 +97,9 @@ def anomaly_train_data(cfg: Config, data: RunData, train_feats: list[np.ndarray]
     train_items = data.category.train
 
     def copy_paste_epoch(rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
-        normals = rng.integers(len(train_items), size=cfg.copy_paste_per_epoch)
-        sources = rng.integers(len(known_images), size=cfg.copy_paste_per_epoch)
+        # as the official code: every known anomaly is the source of exactly `copy_paste_per_known` pastes
+        sources = rng.permutation(np.repeat(np.arange(len(known_images)), cfg.copy_paste_per_known))
+        normals = rng.integers(len(train_items), size=sources.size)
         base, _ = load_items([train_items[i] for i in normals], cfg.img_size)
         pairs = [copy_paste(base[j], known_images[s], known_masks[s], rng) for j, s in enumerate(sources)]
         images = np.stack([p[0] for p in pairs])
@@ -107,7 +108,7 @@ def anomaly_train_data(cfg: Config, data: RunData, train_feats: list[np.ndarray]
 
     return TrainData(train_feats, anomaly_feats=known_feats, anomaly_masks=known_masks,
                      anomaly_repeats=cfg.anomaly_repeats,
-                     extra_anomalies=copy_paste_epoch if cfg.copy_paste and cfg.copy_paste_per_epoch > 0 else None)
+                     extra_anomalies=copy_paste_epoch if cfg.copy_paste and cfg.copy_paste_per_known > 0 else None)
 
 
 def build_flows(cfg: Config, channels: list[int], device: str):
@@ -128,7 +129,9 @@ def _check_run_dir(out: Path, cfg: Config) -> dict | None:
         raise BgadError(f"run folder {out} holds a run with a different config ({', '.join(diff)}); "
                         "use another --out or delete the folder")
     res = out / RESULTS
-    return json.loads(res.read_text()) if res.exists() else None
+    done = json.loads(res.read_text()) if res.exists() else None
+    # results written by an older results format are recomputed (from the run's checkpoints where they exist)
+    return done if done is not None and done.get("schema_version") == SCHEMA_VERSION else None
 
 
 def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool = False) -> dict[str, Any]:
@@ -179,13 +182,13 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
 
     torch.save(flows.state_dict(), out / FLOWS)
     with timer("evaluate"):
-        ev = evaluate_flows(flows, test_feats, data, cfg)
+        ev = evaluate_flows(flows, train_feats, test_feats, data, cfg)
     return _finish(cfg, data, ev, history.to_list(), timer, t_start, threads, device, out)
 
 
 def _finish(cfg: Config, data: RunData, ev: dict, history: list, timer: Timer, t_start: float, threads: int,
             device: str, out: Path, **overrides: Any) -> dict[str, Any]:
-    """Assemble results.json (with `overrides`, e.g. another score description), draw the map figure, write both."""
+    """Assemble results.json (with `overrides`, e.g. other paths), draw the map figure, write both."""
     timer.seconds["total"] = time.perf_counter() - t_start
     results = {**assemble_results(cfg, data, ev, history, timer.seconds, threads, device, out), **overrides}
     with timer("figure"):
@@ -251,8 +254,7 @@ def _run_contrastive(cfg: Config, data: RunData, train_feats, test_feats, cache,
         maps = contrastive_maps(head, train_feats, test_feats, cfg, device=device)
         ev = evaluate_maps(maps, data, cfg)
     paths = {"results": str(out / RESULTS), "figure": str(out / "anomaly_maps.png"), "flows": str(out / "contrastive.pt")}
-    return _finish(cfg, data, ev, history, timer, t_start, threads, device, out, paths=paths,
-                   score="1 - cosine similarity to the nearest normal training patch embedding (k-NN), upsampled")
+    return _finish(cfg, data, ev, history, timer, t_start, threads, device, out, paths=paths)
 
 
 def load_head(run_dir: str | os.PathLike, device: str = "cpu"):
@@ -271,9 +273,12 @@ def load_head(run_dir: str | os.PathLike, device: str = "cpu"):
     return head.eval(), cfg
 
 
-def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None) -> dict[str, Any]:
-    """Every metric of anomaly maps of the test images: overall, per type, seen/unseen (and the alternative
-    −ℓ score when flow log-likelihoods are given)."""
+def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None,
+                  official_maps: np.ndarray | None = None) -> dict[str, Any]:
+    """Every metric of the test images' anomaly maps, overall, per type, seen/unseen: `metrics*` of `maps` (the
+    default, inductive score) and `metrics_official*` of `official_maps` (the paper's transductive score; the
+    same maps where a method has no transductive score), with the official-style PRO beside the standard one.
+    With flow log-likelihoods, also the alternative −ℓ score (`alt`)."""
     from .evaluate import evaluate, nll_maps, smooth_maps
 
     _, masks = load_items(data.split.test, cfg.img_size)
@@ -281,23 +286,39 @@ def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None) ->
     types = [it.defect_type for it in data.split.test]
     gt = masks if data.category.has_masks else None
     seen = data.split.seen_types if data.split.known else None
-    metrics = evaluate(maps, gt, labels, types, seen_types=seen)
+
+    def score(m: np.ndarray, **kw) -> dict:
+        return evaluate(m, gt, labels, types, seen_types=seen, fpr_limit=cfg.pro_fpr_limit, **kw)
+
+    official = score(maps if official_maps is None else official_maps, official_pro=True)
     alt = None
     if cfg.alt_score_sigma > 0 and logliks is not None:
-        alt_maps = smooth_maps(nll_maps(logliks, cfg.img_size), cfg.alt_score_sigma)
         alt = {"score": f"mean over levels of -l, upsampled, Gaussian smoothing sigma={cfg.alt_score_sigma}",
-               **evaluate(alt_maps, gt, labels, types, seen_types=seen)}
-    return {"maps": maps, "masks": masks, "labels": labels, "types": types, "logliks": logliks, "alt": alt, **metrics}
+               **score(smooth_maps(nll_maps(logliks, cfg.img_size), cfg.alt_score_sigma))}
+    return {"maps": maps, "masks": masks, "labels": labels, "types": types, "logliks": logliks, "alt": alt,
+            **score(maps), **{key.replace("metrics", "metrics_official"): v for key, v in official.items()}}
 
 
-def evaluate_flows(flows, test_feats: list[np.ndarray], data: RunData, cfg: Config) -> dict[str, Any]:
-    """Anomaly maps of the test images (official score) and every metric, overall, per type, seen/unseen."""
-    from .evaluate import anomaly_maps
+def evaluate_flows(flows, train_feats: list[np.ndarray], test_feats: list[np.ndarray], data: RunData,
+                   cfg: Config) -> dict[str, Any]:
+    """Anomaly maps of the test images and every metric: the inductive score (its level maxima m_l from the
+    normal training images, in `score_reference`) and the official transductive one."""
+    from .evaluate import anomaly_maps, inductive_maps, score_reference
     from .flow import level_log_likelihoods
 
     flows.eval()
+    reference = score_reference(level_log_likelihoods(flows, [np.asarray(f) for f in train_feats], cfg.pos_dim))
     logliks = level_log_likelihoods(flows, [np.asarray(f) for f in test_feats], cfg.pos_dim)
-    return evaluate_maps(anomaly_maps(logliks, cfg.img_size), data, cfg, logliks)
+    ev = evaluate_maps(inductive_maps(logliks, reference, cfg.img_size), data, cfg, logliks,
+                       official_maps=anomaly_maps(logliks, cfg.img_size))
+    return {**ev, "score_reference": reference}
+
+
+SCORE = ("inductive: per level exp(l - m_l) with m_l the max of l over the normal training images, bilinear "
+         "upsampling, sum S; map = L - S (L levels); no statistic from test images")
+SCORE_OFFICIAL = "official (transductive): per level exp(l - max over the test set), bilinear upsampling, sum; map = max - sum"
+SCORE_KNN = "1 - cosine similarity to the nearest normal training patch embedding (k-NN), upsampled"
+_METRIC_GROUPS = ("metrics", "metrics_seen", "metrics_unseen", "metrics_by_type")
 
 
 def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timings: dict, threads: int,
@@ -317,11 +338,12 @@ def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timing
         "n_test": len(data.split.test),
         "seed": cfg.seed,
         "protocol": "final model (the paper reports the best epoch on the test set; not used here)",
-        "score": "official: per level exp(l - max over test set), bilinear upsampling, sum; map = max - sum",
-        "metrics": ev["metrics"],
-        "metrics_seen": ev["metrics_seen"],
-        "metrics_unseen": ev["metrics_unseen"],
-        "metrics_by_type": ev["metrics_by_type"],
+        "score": SCORE if cfg.method not in ("firm", "supcon") else SCORE_KNN,
+        "score_official": SCORE_OFFICIAL if cfg.method not in ("firm", "supcon") else SCORE_KNN,
+        "score_reference": ev.get("score_reference"),
+        **{key: ev[key] for key in _METRIC_GROUPS},
+        **{key.replace("metrics", "metrics_official"): ev[key.replace("metrics", "metrics_official")]
+           for key in _METRIC_GROUPS},
         "metrics_alt": ev["alt"],
         "timings": dict(timings),
         "peak_memory_mb": round(peak_rss_mb(), 1),
@@ -375,19 +397,18 @@ def reevaluate(run_dir: str | os.PathLike, progress: bool = True) -> dict[str, A
         data = prepare_data(cfg, verbose=False)
     set_threads(cfg.threads)
     with timer("features"):
+        train_feats = features_for(cfg, data.category.train, device, progress)
         test_feats = features_for(cfg, data.split.test, device, progress)
     with timer("evaluate"):
         if cfg.method in ("firm", "supcon"):
             from .contrastive import contrastive_maps
 
-            train_feats = features_for(cfg, data.category.train, device, progress)
             ev = evaluate_maps(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
         else:
-            ev = evaluate_flows(flows, test_feats, data, cfg)
+            ev = evaluate_flows(flows, train_feats, test_feats, data, cfg)
     results = assemble_results(cfg, data, ev, old.get("history", []), {**old.get("timings", {}), **{
         f"reeval_{k}": v for k, v in timer.seconds.items()}}, set_threads(cfg.threads), device, run_dir)
-    for key in ("score", "paths"):
-        results[key] = old.get(key, results[key])
+    results["paths"] = old.get("paths", results["paths"])
     save_map_figure(ev, data, cfg, run_dir / "anomaly_maps.png")
     write_results(results, run_dir)
     return results

@@ -11,8 +11,9 @@ from skimage.measure import label
 from sklearn.metrics import roc_auc_score
 
 from bgad_mini.errors import BgadError
-from bgad_mini.evaluate import (anomaly_maps, evaluate, image_auroc, image_scores, nll_maps, pixel_auroc, pro_curve,
-                                pro_score, pro_score_official_style, smooth_maps)
+from bgad_mini.evaluate import (anomaly_maps, evaluate, image_auroc, image_scores, inductive_maps, nll_maps,
+                                pixel_auroc, pro_curve, pro_score, pro_score_official_style, score_reference,
+                                smooth_maps)
 
 
 def _blobs(n: int = 6, size: int = 32, seed: int = 0):
@@ -87,6 +88,72 @@ def test_anomaly_map_formula_without_upsampling():
     assert anomaly_maps([l1, rng.normal(size=(3, 4, 4))], img_size=16).shape == (3, 16, 16)
     with pytest.raises(BgadError):
         anomaly_maps([l1, rng.normal(size=(2, 4, 4))], img_size=16)
+
+
+# --- the inductive score: nothing from the test set ---------------------------------------------
+def _levels_of(rng, n):
+    return [rng.normal(size=(n, 8, 8)) - 1, rng.normal(size=(n, 4, 4)) - 3]
+
+
+def test_inductive_map_formula():
+    rng = np.random.default_rng(3)
+    train, test = _levels_of(rng, 5), _levels_of(rng, 3)
+    ref = score_reference(train)
+    assert ref == [pytest.approx(train[0].max()), pytest.approx(train[1].max())]
+    got = inductive_maps([test[0]], ref[:1], img_size=8, dtype=np.float64)
+    assert np.allclose(got, 1 - np.exp(test[0] - train[0].max()), atol=1e-12)
+    with pytest.raises(BgadError, match="reference has 1 levels"):
+        inductive_maps(test, ref[:1], img_size=16)
+
+
+def test_an_image_scored_alone_equals_it_scored_inside_the_test_set():
+    rng = np.random.default_rng(4)
+    ref = score_reference(_levels_of(rng, 6))
+    test = _levels_of(rng, 7)
+    full = inductive_maps(test, ref, img_size=16)
+    for i in range(7):
+        alone = inductive_maps([level[i:i + 1] for level in test], ref, img_size=16)
+        assert np.allclose(alone[0], full[i], atol=1e-6)
+    # the official score is transductive: the same image alone gets another map
+    official_alone = anomaly_maps([level[:1] for level in test], img_size=16)
+    assert not np.allclose(official_alone[0], anomaly_maps(test, img_size=16)[0], atol=1e-3)
+
+
+def test_removing_a_defect_type_leaves_the_other_types_metrics_unchanged():
+    """Type "bright" holds the most normal-looking locations of the set: the official maxima come from it."""
+    rng = np.random.default_rng(5)
+    n_good, n_a, n_b = 6, 4, 4
+    n = n_good + n_a + n_b
+    ll = [rng.normal(-1.0, 0.3, size=(n, 8, 8)), rng.normal(-2.0, 0.3, size=(n, 4, 4))]
+    masks = np.zeros((n, 32, 32), bool)
+    labels = np.array([0] * n_good + [1] * (n_a + n_b))
+    types = ["good"] * n_good + ["dent"] * n_a + ["bright"] * n_b
+    for i in range(n_good, n):
+        masks[i, 8:16, 8:16] = True
+        ll[0][i, 2:4, 2:4] -= 1.0  # the defect: lower likelihood on level 0 only
+        ll[1][i, 1, 1] -= 0.5
+    ll[0][n_good + n_a:, 6:, 6:] += 4.0  # "bright" images: far more likely corners than any other image
+    ref = score_reference([rng.normal(-1.0, 0.3, size=(5, 8, 8)), rng.normal(-2.0, 0.3, size=(5, 4, 4))])
+    keep = np.array([t != "bright" for t in types])
+
+    def dent(maps_all, maps_kept):
+        full = evaluate(maps_all, masks, labels, types)["metrics_by_type"]["dent"]
+        kept = evaluate(maps_kept, masks[keep], labels[keep], [t for t, k in zip(types, keep) if k])
+        return full, kept["metrics_by_type"]["dent"]
+
+    full, kept = dent(inductive_maps(ll, ref, 32), inductive_maps([l[keep] for l in ll], ref, 32))
+    assert full == pytest.approx(kept, abs=1e-9)
+    full, kept = dent(anomaly_maps(ll, 32), anomaly_maps([l[keep] for l in ll], 32))
+    assert abs(full["pixel_auroc"] - kept["pixel_auroc"]) > 0.01  # the official score moves
+
+
+def test_official_pro_is_stored_beside_the_standard_pro():
+    maps, masks, labels, types = _dataset()
+    out = evaluate(maps, masks, labels, types, seen_types=["scratch"], official_pro=True)
+    for m in [out["metrics"], out["metrics_seen"], out["metrics_unseen"], *out["metrics_by_type"].values()]:
+        assert set(m) == {"image_auroc", "pixel_auroc", "pro", "pro_official_style"}
+    assert out["metrics"]["pro_official_style"] == pytest.approx(pro_score_official_style(masks, maps))
+    assert set(evaluate(maps, masks, labels, types)["metrics"]) == {"image_auroc", "pixel_auroc", "pro"}
 
 
 def test_nll_maps_is_the_mean_negative_loglikelihood():

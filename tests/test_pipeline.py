@@ -38,6 +38,14 @@ def test_results_json_follows_the_schema(first_run, smoke_root):
     for m in [res["metrics"], res["metrics_seen"], res["metrics_unseen"], *res["metrics_by_type"].values()]:
         assert set(m) == {"image_auroc", "pixel_auroc", "pro"}
         assert all(0.0 <= v <= 1.0 for v in m.values())
+    official = [res["metrics_official"], res["metrics_official_seen"], res["metrics_official_unseen"],
+                *res["metrics_official_by_type"].values()]
+    for m in official:
+        assert set(m) == {"image_auroc", "pixel_auroc", "pro", "pro_official_style"}
+        assert all(0.0 <= v <= 1.0 for v in m.values())
+    assert set(res["metrics_official_by_type"]) == set(res["metrics_by_type"])
+    assert res["score"].startswith("inductive") and res["score_official"].startswith("official")
+    assert len(res["score_reference"]) == 3
     assert {"data", "features", "train", "evaluate"} <= set(res["timings"]) and res["peak_memory_mb"] > 0
     assert len(res["history"]) == res["config"]["phase1_epochs"] + res["config"]["phase2_epochs"]
     assert res["n_test"] == 8 + 7 * 2 - 1  # the known anomaly is held out of the test set
@@ -59,6 +67,32 @@ def test_eval_reproduces_the_saved_metrics(first_run):
     assert main(["eval", "--run", str(base / "a"), "--no-progress"]) == 0
     re = json.loads((base / "a" / "results.json").read_text())
     assert re["metrics"] == res["metrics"] and re["history"] == res["history"]
+
+
+def test_both_scores_are_recomputed_from_the_saved_flows(first_run):
+    """`metrics` is the inductive score (reference from the training images), `metrics_official` the official
+    transductive score of the same log-likelihoods: both follow from the saved flows alone."""
+    import numpy as np
+
+    from bgad_mini.evaluate import anomaly_maps, evaluate, inductive_maps, score_reference
+    from bgad_mini.flow import level_log_likelihoods
+    from bgad_mini.pipeline import features_for, load_flows, prepare_data
+    from bgad_mini.data import load_items
+
+    base, res = first_run
+    flows, cfg = load_flows(base / "a")
+    data = prepare_data(cfg, verbose=False)
+    train_ll = level_log_likelihoods(flows, features_for(cfg, data.category.train, "cpu", False), cfg.pos_dim)
+    test_ll = level_log_likelihoods(flows, features_for(cfg, data.split.test, "cpu", False), cfg.pos_dim)
+    assert score_reference(train_ll) == pytest.approx(res["score_reference"], abs=1e-6)
+    _, masks = load_items(data.split.test, cfg.img_size)
+    labels = [it.label for it in data.split.test]
+    types = [it.defect_type for it in data.split.test]
+    ind = evaluate(inductive_maps(test_ll, res["score_reference"], cfg.img_size), masks, labels, types)
+    off = evaluate(anomaly_maps(test_ll, cfg.img_size), masks, labels, types, official_pro=True)
+    assert ind["metrics"] == pytest.approx(res["metrics"], abs=1e-6)
+    assert off["metrics"] == pytest.approx(res["metrics_official"], abs=1e-6)
+    assert np.isfinite(list(res["metrics_official"].values())).all()
 
 
 def test_a_run_folder_with_another_config_is_refused(first_run, smoke_root, capsys):
