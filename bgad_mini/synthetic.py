@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import BgadError
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: 25 images per defect type, 40 good, a range of defect strengths
 GENERATOR = "bgad_mini.synthetic"
 CATEGORIES = ("brick", "grass", "gravel")
 
@@ -37,7 +37,7 @@ DEFECT_TYPES: dict[str, str] = {
 
 PROFILE_SIZES: dict[str, dict] = {
     "smoke": dict(img_size=64, n_train=16, n_test_good=8, n_per_defect=2),
-    "book": dict(img_size=256, n_train=100, n_test_good=25, n_per_defect=12),
+    "book": dict(img_size=256, n_train=100, n_test_good=40, n_per_defect=25),
 }
 
 SOURCES: dict[str, dict] = {
@@ -66,6 +66,7 @@ BIAS = (-10.0, 10.0)
 NOISE_SIGMA = (1.0, 3.0)             # grey levels, drawn per image
 FILL_NOISE = 2.0                     # grey levels of the noise a defect paints into its flat fills
 AREA_RANGE = (0.003, 0.05)           # accepted mask area, as a fraction of the image
+SEVERITY = (0.25, 1.0)               # how strongly a defect is painted in, drawn per image (1 = fully)
 
 Box = tuple[int, int, int, int]      # (top, left, height, width) in source pixels
 
@@ -369,12 +370,15 @@ PAINTERS: dict[str, Painter] = {
 
 
 def make_defect(clean: np.ndarray, defect_type: str, rng: np.random.Generator,
-                donor: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+                donor: Optional[np.ndarray] = None, severity: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Paint `defect_type` on `clean` (H x W x 3 uint8); return (defective uint8, mask bool).
 
+    `severity` in (0, 1] scales how strongly the paint replaces the surface (subtle defects at low values).
     The mask is exactly the pixels that changed: `mask == (defective != clean).any(-1)`.
     Shapes are redrawn until the mask covers AREA_RANGE of the image.
     """
+    if not 0.0 < severity <= 1.0:
+        raise BgadError(f"severity must lie in (0, 1], got {severity}")
     if defect_type not in PAINTERS:
         raise BgadError(f"unknown defect type {defect_type!r}; choose one of {', '.join(DEFECT_TYPES)}")
     if clean.dtype != np.uint8 or clean.ndim != 3 or clean.shape[2] != 3:
@@ -387,7 +391,7 @@ def make_defect(clean: np.ndarray, defect_type: str, rng: np.random.Generator,
             break
     else:
         raise RuntimeError(f"could not draw a {defect_type} of acceptable area on a {clean.shape} image")
-    weight = np.where(region, cover * strength, 0.0)[..., None]
+    weight = np.where(region, cover * strength * severity, 0.0)[..., None]
     base = clean.astype(np.float32)
     defective = to_uint8(base * (1 - weight) + paint * weight)
     defective[~region] = clean[~region]
@@ -402,6 +406,13 @@ def make_defect(clean: np.ndarray, defect_type: str, rng: np.random.Generator,
 
 
 # ----------------------------------------------------------------------------- writing
+def severity(sample: Sample, seed: int) -> float:
+    """How strongly `sample`'s defect is painted in: uniform in SEVERITY, from its own random stream (1 if good)."""
+    if sample.label == "good":
+        return 1.0
+    return float(sample_rng(seed, sample, "severity").uniform(*SEVERITY))
+
+
 def render(sample: Sample, seed: int, size: int,
            sources: dict[str, np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """The image of `sample` (uint8 RGB) and its mask (bool, or None for good images)."""
@@ -415,7 +426,7 @@ def render(sample: Sample, seed: int, size: int,
         others = [c for c in CATEGORIES if c != sample.category]
         other = others[int(donor_rng.integers(len(others)))]
         donor = render_clean(sources[other], other, "test", size, donor_rng)
-    return make_defect(clean, sample.label, rng, donor)
+    return make_defect(clean, sample.label, rng, donor, severity=severity(sample, seed))
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -480,11 +491,11 @@ def generate(out: str | pathlib.Path, profile: str = "book", seed: int = 0,
             mpath.write_bytes(_png_bytes(mask.astype(np.uint8) * 255))
             area = float(mask.mean())
         rows.append([sample.file, sample.category, sample.split, sample.label,
-                     DEFECT_TYPES.get(sample.label, "none"), f"{area:.6f}"])
+                     DEFECT_TYPES.get(sample.label, "none"), f"{area:.6f}", f"{severity(sample, int(seed)):.4f}"])
 
     with open(out / "manifest.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["file", "category", "split", "defect_type", "family", "mask_area_fraction"])
+        writer.writerow(["file", "category", "split", "defect_type", "family", "mask_area_fraction", "severity"])
         writer.writerows(rows)
     meta = dict(
         generator=GENERATOR, generator_version=GENERATOR_VERSION, scikit_image_version=skimage.__version__,
@@ -496,7 +507,7 @@ def generate(out: str | pathlib.Path, profile: str = "book", seed: int = 0,
         split=dict(source_rows=SOURCE_ROWS, note="train and test crops come from disjoint row bands"),
         augmentation=dict(base_crop=BASE_CROP, crop_scale=CROP_SCALE, flips="horizontal, vertical",
                           gain=GAIN, bias=BIAS, noise_sigma=NOISE_SIGMA),
-        mask_area_range=AREA_RANGE,
+        mask_area_range=AREA_RANGE, severity_range=SEVERITY,
         counts={c: {"train/good": sizes["n_train"], "test/good": sizes["n_test_good"],
                     **{f"test/{d}": sizes["n_per_defect"] for d in DEFECT_TYPES}} for c in cats},
         licence_note="Source photos are CC0 1.0 (see sources); the defects are synthetic.",

@@ -116,7 +116,9 @@ def test_meta_and_manifest(smoke):
         assert meta["sources"][cat]["function"] == f"skimage.data.{cat}"
     assert not any(k in json.dumps(meta).lower() for k in ("timestamp", "created", "date"))
     rows = list(csv.DictReader(open(smoke / "manifest.csv")))
-    assert list(rows[0]) == ["file", "category", "split", "defect_type", "family", "mask_area_fraction"]
+    assert list(rows[0]) == ["file", "category", "split", "defect_type", "family", "mask_area_fraction", "severity"]
+    sev = [float(r["severity"]) for r in rows if r["defect_type"] != "good"]
+    assert min(sev) >= syn.SEVERITY[0] and max(sev) <= syn.SEVERITY[1] and np.ptp(sev) > 0.3
     per_cat = SMOKE["n_train"] + SMOKE["n_test_good"] + SMOKE["n_per_defect"] * len(syn.DEFECT_TYPES)
     assert len(rows) == 3 * per_cat
     for row in rows:
@@ -152,3 +154,20 @@ def test_ensure_makes_only_a_missing_synthetic_dataset(tmp_path):
     other = tmp_path / "synthetic_other"
     (other / "brick").mkdir(parents=True)
     assert syn.ensure(other, profile="smoke") is False  # a non-empty folder is never overwritten
+
+
+def test_book_sizes_leave_enough_seen_images_after_ten_known():
+    book = syn.PROFILE_SIZES["book"]
+    assert book["n_per_defect"] - 10 >= 15 and book["n_test_good"] >= 25
+
+
+def test_severity_scales_the_defect_and_keeps_the_mask_exact():
+    clean = syn.render_clean(syn.load_source("brick"), "brick", "test", 128, np.random.default_rng(0))
+    change = {}
+    for sev in (0.25, 1.0):
+        img, mask = syn.make_defect(clean, "missing", np.random.default_rng(7), severity=sev)
+        assert np.array_equal(mask, (img != clean).any(-1))
+        change[sev] = np.abs(img.astype(float) - clean)[mask].mean()
+    assert change[0.25] < 0.5 * change[1.0]
+    with pytest.raises(BgadError, match="severity"):
+        syn.make_defect(clean, "missing", np.random.default_rng(7), severity=0.0)
