@@ -1,0 +1,186 @@
+"""Time-to-quality curve of the CPU schedule: metrics of `nf` and `bgad` against CPU seconds, one schedule knob at a
+time (patches per image, epochs, learning rate, flow batch, coupling blocks, image size) and any combination given
+with `--point`. The `book` profile is chosen from this curve.
+
+Writes JSON (default `bench/results/schedule.json`) after every finished run, so an interrupted bench loses nothing:
+a rerun skips what is there (runs are kept in `--runs-dir` and reused by config). `--figure` draws metric against
+CPU seconds. `--publish` also writes the JSON where the book's status page reads it (`book/_static/schedule.json`).
+It never asserts on a time.
+
+    python bench/bench_schedule.py --categories brick --seeds 0                # the default curve, ~40 min on 1 core
+    python bench/bench_schedule.py --points book patches=1024 "ep=phase1_epochs=12,phase2_epochs=6"
+    python bench/bench_schedule.py --profile smoke --data-root data/synthetic_smoke --points book patches=128
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+DEFAULT_OUT = BENCH_DIR / "results" / "schedule.json"
+PUBLISHED = ROOT / "book" / "_static" / "schedule.json"
+
+#: The default curve: the profile itself, then one knob at a time (name -> Config overrides).
+POINTS: dict[str, dict[str, Any]] = {
+    "book": {},
+    "patches=128": {"patches_per_image": 128},
+    "patches=512": {"patches_per_image": 512},
+    "patches=1024": {"patches_per_image": 1024},
+    "epochs=6+3": {"phase1_epochs": 6, "phase2_epochs": 3},
+    "epochs=12+6": {"phase1_epochs": 12, "phase2_epochs": 6},
+    "lr=5e-4": {"lr": 5e-4},
+    "lr=2e-3": {"lr": 2e-3},
+    "flow_batch=256": {"flow_batch": 256},
+    "flow_batch=2048": {"flow_batch": 2048},
+    "blocks=4": {"coupling_blocks": 4},
+    "img_size=192": {"img_size": 192},
+}
+METRICS = ("image_auroc", "pixel_auroc", "pro")
+
+
+def parse_point(text: str) -> tuple[str, dict[str, str]]:
+    """`name` from POINTS, `key=value` (one override, named by itself) or `name=key=v,key=v`."""
+    if text in POINTS:
+        return text, dict(POINTS[text])
+    if text.count("=") == 1:
+        key, value = text.split("=")
+        return text, {ALIASES.get(key, key): value}
+    name, _, body = text.partition("=")
+    pairs = [p.split("=", 1) for p in body.split(",") if p]
+    if not name or any(len(p) != 2 for p in pairs):
+        raise SystemExit(f"bench_schedule: cannot read point {text!r}; use NAME, key=value or name=key=v,key=v")
+    return name, {ALIASES.get(k, k): v for k, v in pairs}
+
+
+ALIASES = {"patches": "patches_per_image", "blocks": "coupling_blocks"}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="book", choices=("smoke", "book", "paper"))
+    p.add_argument("--data-root", default=None, help="dataset in the MVTec layout (default: the profile's)")
+    p.add_argument("--categories", nargs="+", default=["brick"])
+    p.add_argument("--known-types", default="missing")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--methods", nargs="+", default=["nf", "bgad"], choices=("nf", "bgad", "pushpull"))
+    p.add_argument("--points", nargs="+", default=list(POINTS), help="schedule points (see POINTS, or key=value)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (1 leaves a core to the rest)")
+    p.add_argument("--runs-dir", default=str(BENCH_DIR / "results" / "schedule_runs"))
+    p.add_argument("--cache-dir", default=".cache")
+    p.add_argument("--share-phase1", action="store_true",
+                   help="let bgad load nf's phase 1 (faster bench; its CPU seconds then miss phase 1)")
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--figure", default=None, help="PNG of metric against CPU seconds (default: next to --out)")
+    p.add_argument("--publish", action="store_true", help=f"also write {PUBLISHED.relative_to(ROOT)} for the book")
+    return p.parse_args(argv)
+
+
+def _key(point: str, method: str, category: str, seed: int) -> str:
+    return f"{point}|{method}|{category}|{seed}"
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform()}
+
+
+def run_point(cfg, out_dir: Path) -> dict[str, Any]:
+    """Train and evaluate one config (or reuse its finished folder); CPU and wall seconds of this process."""
+    from bgad_mini.pipeline import run
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    res = run(cfg, out_dir, progress=False)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    reused = wall < 0.5 * res["timings"].get("total", wall)
+    return {"metrics": res["metrics"], "metrics_seen": res["metrics_seen"], "metrics_unseen": res["metrics_unseen"],
+            "metrics_official": res.get("metrics_official"), "timings": res["timings"],
+            # a reused run's own timings stand for its cost; CPU seconds are measured only when it trained here
+            "cpu_s": None if reused else cpu, "wall_s": res["timings"]["total"] if reused else wall}
+
+
+def draw(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, metric in zip(axes, METRICS):
+        for method, marker in (("nf", "o"), ("bgad", "s"), ("pushpull", "^")):
+            rows = [r for r in results["runs"].values() if r["method"] == method and r.get("cpu_s")]
+            if not rows:
+                continue
+            xs = [r["cpu_s"] for r in rows]
+            ys = [r["metrics_unseen"][metric] if r["metrics_unseen"] else r["metrics"][metric] for r in rows]
+            ax.scatter(xs, ys, marker=marker, label=method)
+            for r, x, y in zip(rows, xs, ys):
+                ax.annotate(r["point"], (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        ax.set_xlabel("CPU seconds per run (train + evaluate)")
+        ax.set_title(f"{metric.replace('_', ' ')} (unseen types)", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    from bgad_mini.config import Config
+    from bgad_mini.errors import BgadError
+    from bgad_mini.pipeline import package_versions
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"runs": {}}
+    results.update({"command": "python bench/bench_schedule.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+                    "machine": _machine(), "versions": package_versions(), "threads": args.threads,
+                    "profile": args.profile, "date": datetime.datetime.now().isoformat(timespec="seconds")})
+    points = [parse_point(p) for p in args.points]
+    todo = [(name, ov, m, c, s) for name, ov in points for c in args.categories for s in args.seeds for m in args.methods]
+    for i, (name, ov, method, category, seed) in enumerate(todo, 1):
+        key = _key(name, method, category, seed)
+        if key in results["runs"] and results["runs"][key].get("overrides") == ov:
+            continue
+        base = dict(category=category, known_types=args.known_types, seed=seed, threads=args.threads,
+                    cache_dir=args.cache_dir, method=method, share_phase1=args.share_phase1)
+        if args.data_root:
+            base["data_root"] = args.data_root
+        try:
+            cfg = Config.from_profile(args.profile, **base).with_overrides(**ov)
+        except BgadError as e:
+            raise SystemExit(f"bench_schedule: point {name!r}: {e}") from None
+        print(f"[{i}/{len(todo)}] {key} {ov}", flush=True)
+        rec = run_point(cfg, Path(args.runs_dir) / key.replace("|", "_").replace("=", "-").replace("+", "p"))
+        results["runs"][key] = {"point": name, "overrides": ov, "method": method, "category": category, "seed": seed,
+                                **rec}
+        m = rec["metrics_unseen"] or rec["metrics"]
+        print(f"    unseen: " + "  ".join(f"{k}={m[k]:.3f}" for k in METRICS) + f"  cpu={rec['cpu_s'] or 0:.0f}s"
+              f" wall={rec['wall_s']:.0f}s", flush=True)
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, out)
+    figure = Path(args.figure) if args.figure else out.with_suffix(".png")
+    draw(results, figure)
+    if args.publish:
+        PUBLISHED.parent.mkdir(parents=True, exist_ok=True)
+        PUBLISHED.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out} and {figure}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
