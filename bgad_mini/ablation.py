@@ -49,7 +49,13 @@ METRIC_COLUMNS = tuple(g + m for g in GROUPS for m in METRICS)
 PARAM_COLUMNS = ("method", "dataset", "category", "setting", "known_types", "n_known", "beta", "tau", "lambda",
                  "boundary")
 #: Columns that differ between seeds of one parameter combination (not part of a summary group).
-PER_RUN_COLUMNS = ("seed", "total_seconds", "run_dir") + METRIC_COLUMNS
+PER_RUN_COLUMNS = ("seed", "total_seconds", "run_dir", "score") + METRIC_COLUMNS
+#: Which score a row's metrics come from (`collect(score=...)`): the default (inductive) one, or the paper's
+#: protocol (`metrics_official*`, PRO = `pro_official_style`) for the tables that sit beside the paper's numbers.
+SCORES = ("default", "official")
+#: The `score` column of an official-score row, and of a run whose results.json has no official score stored.
+SCORE_OFFICIAL = "official"
+SCORE_FALLBACK = "default score: no metrics_official in results.json"
 #: Config fields never shown as extra varied-parameter columns (already a column, or irrelevant to results).
 _NOT_EXTRA = {"method", "category", "setting", "known_types", "n_known", "seed", "beta", "tau", "lam", "boundary",
               "extra", "profile", *RUNTIME_FIELDS}
@@ -464,8 +470,17 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
 # ----------------------------------------------------------------------------------------------
 # Collecting and summarising
 # ----------------------------------------------------------------------------------------------
-def results_row(results: Mapping[str, Any], run_dir: str | os.PathLike = "") -> dict[str, Any]:
-    """One flat row of results.csv from a results dict (metrics overall, seen, unseen; params; seconds)."""
+def results_row(results: Mapping[str, Any], run_dir: str | os.PathLike = "", score: str = "default"
+                ) -> dict[str, Any]:
+    """One flat row of results.csv from a results dict (metrics overall, seen, unseen; params; seconds).
+
+    score "default": `metrics*` (the inductive score, standard PRO). score "official": `metrics_official*`
+    with PRO = `pro_official_style` (the paper's protocol), and a `score` column saying which was used: a
+    results.json without `metrics_official` falls back to `metrics*` and says so (`SCORE_FALLBACK`).
+    """
+    if score not in SCORES:
+        raise BgadError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+    official = score == "official" and bool(results.get("metrics_official"))
     cfg = results.get("config", {})
     row: dict[str, Any] = {
         "method": results.get("method", cfg.get("method")),
@@ -478,18 +493,22 @@ def results_row(results: Mapping[str, Any], run_dir: str | os.PathLike = "") -> 
         "beta": cfg.get("beta"), "tau": cfg.get("tau"), "lambda": cfg.get("lam"), "boundary": cfg.get("boundary"),
     }
     for group, key in (("", "metrics"), ("seen_", "metrics_seen"), ("unseen_", "metrics_unseen")):
-        m = results.get(key) or {}
+        m = results.get(key.replace("metrics", "metrics_official") if official else key) or {}
         for name in METRICS:
-            row[group + name] = m.get(name)
+            row[group + name] = m.get("pro_official_style", m.get(name)) if official and name == "pro" \
+                else m.get(name)
     row["total_seconds"] = (results.get("timings") or {}).get("total")
     row["run_dir"] = str(run_dir)
+    if score == "official":
+        row["score"] = SCORE_OFFICIAL if official else SCORE_FALLBACK
     return row
 
 
 def collect(out: str | os.PathLike, configs: Sequence[Config] | None = None,
-            runs_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+            runs_dir: str | os.PathLike | None = None, score: str = "default") -> list[dict[str, Any]]:
     """Rows of every finished run under `out/runs` (or `runs_dir`; or only of `configs`): methods in `METHODS`
-    order, then category, setting, known types, N, β, τ, λ, boundary, seed.
+    order, then category, setting, known types, N, β, τ, λ, boundary, seed. `score="official"` reads the
+    paper's protocol instead of the default score (see `results_row`) and adds a `score` column.
 
     Config fields (other than the fixed columns) that differ between the collected runs are added as columns,
     so a --grid over e.g. `phase2_epochs` shows up in results.csv and in the summary groups.
@@ -505,7 +524,7 @@ def collect(out: str | os.PathLike, configs: Sequence[Config] | None = None,
                 pairs.append((path.parent, json.loads(path.read_text())))
             except (OSError, json.JSONDecodeError):
                 continue
-    rows = [results_row(r, d) for d, r in pairs]
+    rows = [results_row(r, d, score) for d, r in pairs]
     cfgs = [r.get("config", {}) for _, r in pairs]
     extra = sorted({k for c in cfgs for k in c if k not in _NOT_EXTRA
                     and len({json.dumps(x.get(k), sort_keys=True) for x in cfgs}) > 1})
@@ -514,6 +533,7 @@ def collect(out: str | os.PathLike, configs: Sequence[Config] | None = None,
             v = c.get(k)
             row[k] = "+".join(map(str, v)) if isinstance(v, list) else v
     order = list(PARAM_COLUMNS) + extra + ["seed"] + list(METRIC_COLUMNS) + ["total_seconds", "run_dir"]
+    order += ["score"] if score == "official" else []
     return sorted(({k: row.get(k) for k in order} for row in rows), key=_row_order)
 
 
@@ -526,7 +546,7 @@ def _row_order(row: Mapping[str, Any]) -> tuple:
 
     method = row.get("method")
     rank = METHODS.index(method) if method in METHODS else len(METHODS)
-    return (rank,) + tuple(part(v) for k, v in row.items() if k not in METRIC_COLUMNS + ("total_seconds",))
+    return (rank,) + tuple(part(v) for k, v in row.items() if k not in METRIC_COLUMNS + ("total_seconds", "score"))
 
 
 def _group_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -542,7 +562,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     A group is every column except the seed, the metrics, the seconds and the run folder: method × setting ×
     category × known types × N × β, τ, λ, boundary (× any other varied field). Each row carries n_seeds, seeds,
     `<metric>_mean` / `<metric>_std` for the overall, seen_ and unseen_ metrics (missing values skipped), and
-    total_seconds_mean.
+    total_seconds_mean; rows from `collect(score="official")` also carry `score` (the members' labels, joined).
     """
     cols = _group_columns(rows)
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
@@ -554,6 +574,9 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         seeds = sorted(r.get("seed") for r in members)
         s["n_seeds"] = len(members)
         s["seeds"] = " ".join(map(str, seeds))
+        labels = sorted({str(r["score"]) for r in members if r.get("score")})
+        if labels:
+            s["score"] = "; ".join(labels)
         for m in METRIC_COLUMNS + ("total_seconds",):
             vals = [float(r[m]) for r in members if r.get(m) is not None and not _isnan(r[m])]
             s[f"{m}_mean"] = statistics.fmean(vals) if vals else None
@@ -745,6 +768,10 @@ def reproduce_configs(data_root: str, profile: str = "paper", categories: Sequen
     return configs
 
 
+#: How the reproduction tables label our cells that sit beside the paper's numbers.
+OFFICIAL_LABEL = "official score, official-style PRO"
+
+
 def _pm(mean: float | None, std: float | None = None, digits: int = 3, std_digits: int | None = None) -> str:
     if mean is None:
         return "–"
@@ -766,14 +793,29 @@ def _mean_of(values: Iterable[float | None]) -> float | None:
 def reproduce_tables(summary: Sequence[Mapping[str, Any]], methods: Sequence[str] = ("bgad",)
                      ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """Markdown, and the rows of the multi-class and one-class CSVs: ours (mean ± std over seeds) beside the
-    paper's numbers (labelled with their table, see `paper_tables`)."""
+    paper's numbers (labelled with their table, see `paper_tables`).
+
+    `summary` should come from `summarize(collect(..., score="official"))`: beside the paper, our cells are the
+    official (transductive) score with the official-style PRO, as the paper's protocol. A summary row without
+    that label (a default-score summary, or runs whose results.json has no official score) is marked ‡.
+    """
     from . import paper_tables as pt
 
     order = {c: i for i, c in enumerate(pt.MVTEC_ORDER)}
     md: list[str] = ["# BGAD reproduction: our numbers beside the paper's", "",
                      f"Ours: `bgad-mini reproduce`, final model (the paper reports its best epoch), mean ± sample "
-                     f"std over seeds. Paper: {pt.CITATION}; numbers transcribed in `bgad_mini/paper_tables.py` "
+                     f"std over seeds, with the {OFFICIAL_LABEL} (`metrics_official`, `pro_official_style`), as "
+                     "the paper's protocol; results.csv and summary.csv hold the default (inductive) score and the "
+                     f"standard PRO. Paper: {pt.CITATION}; numbers transcribed in `bgad_mini/paper_tables.py` "
                      "and labelled with their table.", ""]
+    fallback: list[bool] = []
+
+    def mark(s: Mapping[str, Any]) -> str:
+        # ‡: these cells are not the official score (see the note under the tables)
+        if not s or s.get("score") == SCORE_OFFICIAL:
+            return ""
+        fallback.append(True)
+        return " ‡"
 
     # --- multi-class -------------------------------------------------------------------------
     multi = [s for s in summary if s.get("setting") == "multi-class"]
@@ -792,7 +834,7 @@ def reproduce_tables(summary: Sequence[Mapping[str, Any]], methods: Sequence[str
         with_paper = [m for m in methods if pt.PAPER_NAME.get(m) in pt.TABLE1_METHODS]
         for m in methods:
             name = pt.DISPLAY.get(pt.PAPER_NAME.get(m, ""), m)
-            head += [f"ours {m}: image AUROC", f"ours {m}: pixel AUROC / PRO"]
+            head += [f"ours {m}: image AUROC", f"ours {m}: pixel AUROC / PRO (official-style)"]
             label = pt.LABEL_BTAD if btad else pt.LABEL_TABLE1
             if m in with_paper:
                 head.append(f"{label} {name}: pixel AUROC / PRO")
@@ -807,9 +849,10 @@ def reproduce_tables(summary: Sequence[Mapping[str, Any]], methods: Sequence[str
                     row[f"ours_{m}_{k}_mean"] = s.get(f"{k}_mean")
                     row[f"ours_{m}_{k}_std"] = s.get(f"{k}_std")
                 row[f"ours_{m}_n_seeds"] = s.get("n_seeds")
-                cells += [_pm(s.get("image_auroc_mean"), s.get("image_auroc_std")),
+                row[f"ours_{m}_score"] = s.get("score")
+                cells += [_pm(s.get("image_auroc_mean"), s.get("image_auroc_std")) + mark(s),
                           f"{_pm(s.get('pixel_auroc_mean'), s.get('pixel_auroc_std'))} / "
-                          f"{_pm(s.get('pro_mean'), s.get('pro_std'))}"]
+                          f"{_pm(s.get('pro_mean'), s.get('pro_std'))}" + mark(s)]
                 if m in with_paper:
                     p = pt.multi_class_cell(c, m)
                     name = pt.PAPER_NAME[m]
@@ -833,9 +876,10 @@ def reproduce_tables(summary: Sequence[Mapping[str, Any]], methods: Sequence[str
             for k in METRICS:
                 mean_row[f"ours_{m}_{k}_mean"] = _mean_of(r.get(f"ours_{m}_{k}_mean") for r in multi_rows)
             img_row[f"ours_{m}_image_auroc_mean"] = mean_row[f"ours_{m}_image_auroc_mean"]
-            cells += [_pm(mean_row[f"ours_{m}_image_auroc_mean"]),
-                      f"{_pm(mean_row[f'ours_{m}_pixel_auroc_mean'])} / {_pm(mean_row[f'ours_{m}_pro_mean'])}"]
-            img_cells += [_pm(mean_row[f"ours_{m}_image_auroc_mean"]), ""]
+            fb = " ‡" if fallback else ""
+            cells += [_pm(mean_row[f"ours_{m}_image_auroc_mean"]) + fb,
+                      f"{_pm(mean_row[f'ours_{m}_pixel_auroc_mean'])} / {_pm(mean_row[f'ours_{m}_pro_mean'])}" + fb]
+            img_cells += [_pm(mean_row[f"ours_{m}_image_auroc_mean"]) + fb, ""]
             if m not in with_paper:
                 continue
             name = pt.PAPER_NAME[m]
@@ -880,7 +924,7 @@ def reproduce_tables(summary: Sequence[Mapping[str, Any]], methods: Sequence[str
         head = ["category", "known type"]
         for m in methods:
             head += [f"ours {m}: unseen types, image / pixel AUROC", f"ours {m}: all types, image / pixel AUROC",
-                     f"ours {m}: all types, PRO"]
+                     f"ours {m}: all types, PRO (official-style)"]
             if m in pt.PAPER_NAME and m in ("bgad", "nf"):
                 head.append(f"{pt.LABEL_ONE_CLASS} {pt.DISPLAY[pt.PAPER_NAME[m]]}: image / pixel AUROC")
         md += ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * len(head)) + " |"]
@@ -889,6 +933,7 @@ def reproduce_tables(summary: Sequence[Mapping[str, Any]], methods: Sequence[str
             if not types:
                 continue
             per_cat: list[dict[str, Any]] = []
+            n_fallback = len(fallback)
             for t in types:
                 row = {"category": c, "known_type": t}
                 cells = [c, t]
@@ -899,11 +944,13 @@ def reproduce_tables(summary: Sequence[Mapping[str, Any]], methods: Sequence[str
                             row[f"ours_{m}_{g}{k}_mean"] = s.get(f"{g}{k}_mean")
                             row[f"ours_{m}_{g}{k}_std"] = s.get(f"{g}{k}_std")
                     row[f"ours_{m}_n_seeds"] = s.get("n_seeds")
+                    row[f"ours_{m}_score"] = s.get("score")
                     cells += [f"{_pm(s.get('unseen_image_auroc_mean'), s.get('unseen_image_auroc_std'))} / "
                               f"{_pm(s.get('unseen_pixel_auroc_mean'), s.get('unseen_pixel_auroc_std'))}",
                               f"{_pm(s.get('image_auroc_mean'), s.get('image_auroc_std'))} / "
                               f"{_pm(s.get('pixel_auroc_mean'), s.get('pixel_auroc_std'))}",
                               _pm(s.get("pro_mean"), s.get("pro_std"))]
+                    cells[-3:] = [x + mark(s) for x in cells[-3:]]
                     if m in ("bgad", "nf"):
                         p = pt.one_class_cell(c, t, m)
                         name = pt.PAPER_NAME[m]
@@ -917,10 +964,12 @@ def reproduce_tables(summary: Sequence[Mapping[str, Any]], methods: Sequence[str
             for m in methods:
                 for key in [k for k in per_cat[0] if k.startswith(f"ours_{m}_") and k.endswith("_mean")]:
                     mean[key] = _mean_of(r.get(key) for r in per_cat)
+                fb = " ‡" if len(fallback) > n_fallback else ""
                 cells += [f"{_pm(mean[f'ours_{m}_unseen_image_auroc_mean'])} / "
-                          f"{_pm(mean[f'ours_{m}_unseen_pixel_auroc_mean'])}",
-                          f"{_pm(mean[f'ours_{m}_image_auroc_mean'])} / {_pm(mean[f'ours_{m}_pixel_auroc_mean'])}",
-                          _pm(mean[f"ours_{m}_pro_mean"])]
+                          f"{_pm(mean[f'ours_{m}_unseen_pixel_auroc_mean'])}" + fb,
+                          f"{_pm(mean[f'ours_{m}_image_auroc_mean'])} / "
+                          f"{_pm(mean[f'ours_{m}_pixel_auroc_mean'])}" + fb,
+                          _pm(mean[f"ours_{m}_pro_mean"]) + fb]
                 if m in ("bgad", "nf"):
                     p = pt.one_class_cell(c, "mean", m)
                     name = pt.PAPER_NAME[m]
@@ -934,6 +983,10 @@ def reproduce_tables(summary: Sequence[Mapping[str, Any]], methods: Sequence[str
         md.append("")
     if not cats and not one:
         md += ["No finished runs to tabulate.", ""]
+    if fallback:
+        md += [f"‡ Not the {OFFICIAL_LABEL}: the default (inductive) score and the standard PRO, because the "
+               "runs' results.json holds no `metrics_official` (made by an older bgad_mini) or the table was "
+               "built from a default-score summary. Rerun them for the paper's protocol.", ""]
     return "\n".join(md), multi_rows, one_rows
 
 
@@ -945,9 +998,8 @@ def reproduce(data_root: str, profile: str, out: str | os.PathLike, categories: 
     configs = reproduce_configs(data_root, profile, categories, seeds, methods, sets)
     records = run_grid(configs, out, jobs=jobs, progress=progress, runner=runner)
     rows = collect(out, configs)
-    summary = summarize(rows)
-    paths = write_outputs(rows, out, summary)
-    md, multi_rows, one_rows = reproduce_tables(summary, methods)
+    paths = write_outputs(rows, out, summarize(rows))  # the default score, as every other table
+    md, multi_rows, one_rows = reproduce_tables(summarize(collect(out, configs, score="official")), methods)
     out = Path(out)
     (out / "reproduce.md").write_text(md)
     paths["markdown"] = out / "reproduce.md"

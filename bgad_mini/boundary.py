@@ -9,8 +9,10 @@ the detached normal ℓ divided by the normaliser (10 by default), and b_a = b_n
 Two scopes:
 - "batch" (the official code): `boundaries` is called on every flow mini-batch (chunk) of one level, using
   only that chunk's normal patches, so b_n moves at every optimiser step.
-- "epoch" (the paper's description: a boundary taken from the normal log-likelihood distribution learned so
-  far): `EpochBoundary` collects the normal ℓ of a whole epoch and fixes (b_n, b_a) for the next epoch.
+- "epoch" (one possible reading of the paper, not a fact about it): `EpochBoundary` collects the normal ℓ of
+  a whole epoch and fixes (b_n, b_a) for the next epoch. The paper takes b_n from "the normal log-likelihood
+  distribution" P_n = {log p_i}_{i=1}^N, but the same N bounds the sum of L_bg-spp over a mini-batch, so P_n
+  may as well be the mini-batch's normal values, i.e. the "batch" scope.
 """
 from __future__ import annotations
 
@@ -73,7 +75,9 @@ def boundaries(normal_loglik: torch.Tensor, beta: float, tau: float,
 
 
 class EpochBoundary:
-    """(b_n, b_a) fixed from the whole previous epoch's normal ℓ: the paper's "epoch" scope, one per level.
+    """(b_n, b_a) fixed from the whole previous epoch's normal ℓ: the "epoch" scope, one per level.
+
+    One possible reading of the paper's P_n (see the module docstring); the official code uses the "batch" scope.
 
     Call `update(normal_loglik)` on every chunk's normal ℓ during an epoch and `finish_epoch()` at its end;
     `current()` then returns the pair to use during the next epoch (None before the first epoch finished, so

@@ -7,7 +7,10 @@ paper's tables do not all print the same pair. Read from seed 001 (the CVPR slid
   cell is **pixel AUROC / PRO**. Evidence: the "Mean" row of NFAD (0.979/0.946) and BGAD (0.992/0.976) equals
   the pixel AUROC and PRO rows of the ablation table (`HARD_SUBSETS`), whose image AUROC (0.968, 0.992) is the
   separate "Image-level Mean" row (`MVTEC_IMAGE_MEAN`). Image AUROC is printed only as that mean.
-  "BGAD w/o" is listed among the unsupervised methods: BGAD trained without known anomalies.
+  "BGAD w/o" is listed among the unsupervised methods: BGAD trained without known anomalies. No `bgad_mini`
+  method corresponds to it (`PAPER_NAME` maps none to it): `reproduce` has no column for it, and the
+  Reproduction chapter shows it as the paper's only. The paper's PRO is the official code's DFR-style one, so
+  our cells beside it use `pro_official_style`.
   BGAD's cells carry a ± spread (`MVTEC_MULTI_CLASS_STD`); the baselines' do not.
 - `BTAD` (multi-class, the three BTAD products "01", "02", "03"): NFAD and BGAD cells are **pixel AUROC / PRO**
   like Table 1 (the mean rows are "0.978/0.778" and "0.986/0.824"; the PRO on product 02 is low for both).
@@ -158,7 +161,8 @@ HARD_SUBSETS: dict[str, dict[str, dict[str, float]]] = {
                 "BGAD": {"image_auroc": 0.971, "pixel_auroc": 0.982, "pro": 0.930}},
 }
 
-#: Our method name -> the paper's column name (methods without a paper column are absent).
+#: Our method name -> the paper's column name (methods without a paper column are absent; BGAD w/o has no
+#: bgad_mini method).
 PAPER_NAME = {"bgad": "BGAD", "nf": "NFAD", "pushpull": "BGAD_dagger"}
 #: How to print the paper's column names.
 DISPLAY = {"NFAD": "NFAD", "BGAD_wo": "BGAD w/o", "BGAD": "BGAD", "BGAD_dagger": "BGAD†"}

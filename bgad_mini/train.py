@@ -65,8 +65,9 @@ class BGSPPObjective:
     """Phase 2 of BGAD: L = L_ml(normal patches, focal-weighted) + λ·L_bg-spp (seed 001, Eq. of L_bg-spp).
 
     Boundary scope "batch" (the official code): b_n is the β-quantile of the chunk's own normal ℓ.
-    Scope "epoch" (the paper's description): b_n comes from all normal ℓ of the previous epoch, which the
-    trainer feeds through `observe` from the last phase-1 epoch on. Introduced in the *BG-SPP* chapter.
+    Scope "epoch" (one possible reading of the paper, whose P_n uses the same N as the mini-batch sum of
+    L_bg-spp): b_n comes from all normal ℓ of the previous epoch, which the trainer feeds through `observe` from
+    the last phase-1 epoch on. Introduced in the *BG-SPP* chapter.
     """
 
     def __init__(self, cfg: Config, n_levels: int) -> None:
@@ -152,7 +153,9 @@ def make_objective(cfg: Config, n_levels: int) -> Objective | None:
 def learning_rate(t: float, total: float, warmup: float, base_lr: float, min_ratio: float = 1e-3) -> float:
     """Cosine decay from `base_lr` to `base_lr·min_ratio` over `total` epochs (t may be fractional), with a
     linear warm-up from base_lr/10 that ends exactly on the cosine curve at `warmup` epochs (the official FAS
-    engine's warm-up overshoots; see the Reproduction chapter)."""
+    engine's warm-up overshoots; see the Reproduction chapter). min_ratio 10⁻³ is the official eta_min, but the
+    official cosine is evaluated once per meta-epoch and so never reaches it: its last meta-epoch (24 of 25)
+    runs at about 4.9·10⁻³·lr, while this per-batch curve ends close to base_lr·min_ratio."""
     total = max(total, 1e-9)
     eta_min = base_lr * min_ratio
     cosine = eta_min + (base_lr - eta_min) * 0.5 * (1.0 + math.cos(math.pi * min(t, total) / total))
@@ -178,6 +181,10 @@ def sample_patches(
     feats: torch.Tensor, abnormal: torch.Tensor, per_image: int, pos: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pick `per_image` random locations per image (0 = all), plus every abnormal location.
+
+    Keeping every abnormal location makes the anomalous share of the sampled vectors (and so of every chunk) far
+    higher than with all locations, as the official code takes, whenever per_image < h·w: more chunks contain an
+    anomalous patch and so take a BG-SPP step (a deviation listed in the Reproduction chapter).
 
     feats (B, C, h, w), abnormal (B, h, w) bool, pos (P, h, w) -> vectors (n, C), conditions (n, P), labels (n,).
     """

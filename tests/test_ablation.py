@@ -35,6 +35,12 @@ def fake_metrics(cfg: Config) -> dict:
             "pro": 0.3 + cfg.beta + 0.01 * cfg.n_known}
 
 
+def fake_official(m: dict | None) -> dict | None:
+    """The official score's metrics of a fake run: image +0.02, pixel +0.01, official-style PRO = PRO + 0.05."""
+    return None if m is None else {"image_auroc": m["image_auroc"] + 0.02, "pixel_auroc": m["pixel_auroc"] + 0.01,
+                                   "pro": m["pro"], "pro_official_style": m["pro"] + 0.05}
+
+
 def fake_run(cfg: Config, out, progress: bool = False) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,6 +62,9 @@ def fake_run(cfg: Config, out, progress: bool = False) -> dict:
         "timings": {"total": 2.0 + cfg.seed}, "config": cfg.to_dict(),
         "worker": {"pid": os.getpid(), "omp": os.environ.get("OMP_NUM_THREADS"), "threads": cfg.threads},
     }
+    if not cfg.extra.get("no_official"):  # a results.json of an older bgad_mini has no official score
+        res.update({k.replace("metrics", "metrics_official"): fake_official(res[k])
+                    for k in ("metrics", "metrics_seen", "metrics_unseen")})
     (out / "results.json").write_text(json.dumps(res))
     return res
 
@@ -399,8 +408,11 @@ def test_reproduce_writes_tables_with_the_papers_numbers_labelled(fake_mvtec, tm
     assert "paper (Yao et al. 2023, Table 1)" in md and "paper (Yao et al. 2023, one-class table)" in md
     lines = md.splitlines()
     row = lambda *start: next(l for l in lines if l.startswith("| " + " | ".join(start) + " |"))
-    # ours: image 0.5 + 0.1·seed -> 0.550 ± 0.071; pixel 0.6 + 0.05·seed -> 0.625 ± 0.035; PRO 0.3 + β + 0.01·10
-    assert row("textures", "carpet") == ("| textures | carpet | 0.550 ± 0.071 | 0.625 ± 0.035 / 0.410 ± 0.000 | "
+    # ours, beside the paper: the official score (metrics_official) and the official-style PRO, labelled;
+    # image 0.52 + 0.1·seed -> 0.570 ± 0.071; pixel 0.61 + 0.05·seed -> 0.635 ± 0.035; PRO 0.35 + β + 0.01·10
+    assert "official score, official-style PRO" in md and "‡" not in md
+    assert "ours bgad: pixel AUROC / PRO (official-style)" in md
+    assert row("textures", "carpet") == ("| textures | carpet | 0.570 ± 0.071 | 0.635 ± 0.035 / 0.460 ± 0.000 | "
                                           "0.996 ± 0.0002 / 0.989 ± 0.0004 |")
     assert "0.994 ± 0.0077 / 0.978 ± 0.0021" in row("textures", "tile")
     assert "0.996 ± 0.0003 / 0.970 ± 0.0012" in row("objects", "metal_nut")
@@ -410,14 +422,20 @@ def test_reproduce_writes_tables_with_the_papers_numbers_labelled(fake_mvtec, tm
     assert "0.993 ± 0.0012 (image AUROC, mean over all 15 categories)" in row("", "image-level mean")
     # one-class: the paper's pair for carpet/color is image / pixel AUROC 1.000 / 0.993
     color = row("carpet", "color")
-    assert color.endswith("| 1.000 / 0.993 |") and "0.450 ± 0.071 / 0.525 ± 0.035" in color  # ours, unseen types
+    assert color.endswith("| 1.000 / 0.993 |") and "0.470 ± 0.071 / 0.535 ± 0.035" in color  # ours, unseen types
     assert row("carpet", "foreign").endswith("| – |")  # a type the paper does not have
     assert row("metal_nut", "mean").endswith("| – |")  # the paper's mean is over other types
     multi = list(csv.DictReader(open(out / "reproduce_multi_class.csv")))
     carpet = next(r for r in multi if r["category"] == "carpet")
     assert float(carpet["paper_BGAD_pixel_auroc"]) == 0.996 and float(carpet["paper_BGAD_pro_std"]) == 0.0004
     assert carpet["paper_BGAD_source"] == pt.LABEL_TABLE1
-    assert float(carpet["ours_bgad_image_auroc_mean"]) == pytest.approx(0.55)
+    assert float(carpet["ours_bgad_image_auroc_mean"]) == pytest.approx(0.57)
+    assert float(carpet["ours_bgad_pro_mean"]) == pytest.approx(0.46) and carpet["ours_bgad_score"] == "official"
+    # results.csv keeps the default (inductive) score and the standard PRO
+    default = [r for r in csv.DictReader(open(out / "results.csv"))
+               if r["category"] == "carpet" and r["setting"] == "multi-class"]
+    assert sorted(float(r["image_auroc"]) for r in default) == pytest.approx([0.5, 0.6])
+    assert [float(r["pro"]) for r in default] == pytest.approx([0.41, 0.41]) and "score" not in default[0]
     one = list(csv.DictReader(open(out / "reproduce_one_class.csv")))
     assert float(next(r for r in one if r["known_type"] == "color")["paper_BGAD_image_auroc"]) == 1.0
     assert (out / "results.csv").exists() and (out / "summary.csv").exists()
@@ -428,14 +446,36 @@ def test_reproduce_writes_tables_with_the_papers_numbers_labelled(fake_mvtec, tm
 
 def test_reproduce_tables_on_btad_products_use_the_btad_table():
     summary = [{"method": "bgad", "category": c, "setting": "multi-class", "known_types": "", "n_known": 10,
-                "n_seeds": 1, "seeds": "0", "image_auroc_mean": 0.9, "pixel_auroc_mean": 0.95, "pro_mean": 0.7}
-               for c in ("01", "02", "03")]
+                "n_seeds": 1, "seeds": "0", "image_auroc_mean": 0.9, "pixel_auroc_mean": 0.95, "pro_mean": 0.7,
+                "score": ablation.SCORE_OFFICIAL} for c in ("01", "02", "03")]
     md, multi, one = ablation.reproduce_tables(summary)
     assert "paper (Yao et al. 2023, BTAD table) BGAD: pixel AUROC / PRO" in md and "Table 1" not in md
     assert "| 02 | 0.900 | 0.950 / 0.700 | 0.979 ± 0.0018 / 0.648 ± 0.0173 |" in md
     assert "0.986 ± 0.0015 / 0.824 ± 0.0163 (printed mean)" in md
     assert one == [] and [r["category"] for r in multi] == ["01", "02", "03", "mean (3 categories)",
                                                             "image-level mean"]
+
+
+def test_official_score_rows_and_the_labelled_fallback(tmp_path):
+    cfg = base_cfg(method="bgad", category="carpet", setting="one-class", known_types=("color",), seed=0)
+    res = fake_run(cfg, tmp_path / "runs" / "a")
+    row = ablation.results_row(res, score="official")
+    assert row["score"] == ablation.SCORE_OFFICIAL
+    assert (row["image_auroc"], row["pro"]) == (res["metrics_official"]["image_auroc"],
+                                                res["metrics_official"]["pro_official_style"])
+    assert row["unseen_pro"] == res["metrics_official_unseen"]["pro_official_style"]
+    assert ablation.results_row(res)["pro"] == res["metrics"]["pro"] and "score" not in ablation.results_row(res)
+    with pytest.raises(BgadError, match="unknown score"):
+        ablation.results_row(res, score="transductive")
+    # a results.json without metrics_official: the default score, and the table says so (‡ and a note)
+    old = fake_run(cfg.with_overrides(extra={"no_official": True}), tmp_path / "runs" / "b")
+    row = ablation.results_row(old, score="official")
+    assert row["score"] == ablation.SCORE_FALLBACK and row["pro"] == old["metrics"]["pro"]
+    summary = summarize([dict(row, seed=0), dict(row, seed=1)])
+    md, _, one = ablation.reproduce_tables(summary)
+    color = next(l for l in md.splitlines() if l.startswith("| carpet | color |"))
+    assert color.count("‡") == 3 and "‡ Not the official score, official-style PRO" in md
+    assert one[0]["ours_bgad_score"] == ablation.SCORE_FALLBACK
 
 
 def test_reproduce_configs_and_errors(fake_mvtec, tmp_path):

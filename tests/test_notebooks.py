@@ -222,3 +222,44 @@ def test_ablations_chapter(tmp_path, smoke_root, chapter_runs):
     assert g["n_runs"] == "5" and g["n_trained"] == "0"  # every method's run is reused from the first execution
     assert g["noise_unseen_pro"] == "not measured (one seed)" and "noise not measured" in g["v_bgad_nf_unseen_pro"]
     assert g["n_moves"] == "0" and g["largest_move"] == "no setting was varied"
+
+
+def _reproduce_run(run_dir: Path, seed: int, image: float) -> None:
+    """A finished `reproduce` run whose default and official scores differ (0.5 everywhere vs the paper's protocol)."""
+    run_dir.mkdir(parents=True)
+    default = {"image_auroc": 0.5, "pixel_auroc": 0.5, "pro": 0.5}
+    official = {"image_auroc": image, "pixel_auroc": 0.9, "pro": 0.7, "pro_official_style": 0.8}
+    run_dir.joinpath("results.json").write_text(json.dumps({
+        "method": "bgad", "dataset": "mvtec", "category": "carpet", "setting": "multi-class", "known_types": [],
+        "n_known": 10, "seed": seed, "metrics": default, "metrics_seen": default, "metrics_unseen": None,
+        "metrics_official": official, "metrics_official_seen": official, "metrics_official_unseen": None,
+        "timings": {"total": 1.0},
+        "config": {"profile": "paper", "method": "bgad", "category": "carpet", "setting": "multi-class",
+                   "beta": 0.01, "tau": 0.1, "lam": 1.0, "boundary": "batch"},
+    }))
+
+
+def test_reproduction_chapter_puts_the_official_score_beside_the_paper(tmp_path):
+    from bgad_mini.config import Config
+
+    rdir = tmp_path / "reproduce"
+    _reproduce_run(rdir / "runs" / "bgad_carpet_multi_s0_x", 0, 0.95)
+    _reproduce_run(rdir / "runs" / "bgad_carpet_multi_s1_x", 1, 0.97)
+    nb = run_chapter(ROOT / "book" / "reproduction.ipynb", tmp_path / "reproduction.ipynb", profile="smoke",
+                     reproduce_dir=str(rdir))
+    md = [o["data"]["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
+          if "finished run(s)" in o.get("data", {}).get("text/markdown", "")]
+    assert md and "official score, official-style PRO" in md[0] and "‡" not in md[0]
+    # metrics_official and its pro_official_style beside the paper's carpet cell; the default score nowhere
+    assert "| textures | carpet | 0.960 ± 0.014 | 0.900 ± 0.000 / 0.800 ± 0.000 | 0.996 ± 0.0002" in md[0]
+    assert "0.500" not in md[0]
+    # the deviations' numbers are computed: the official cosine's last meta-epoch (24 of 25), the anomalous share
+    g = glued(nb)
+    assert float(g["official_last_lr"]) == pytest.approx(9.9e-7, rel=0.01)
+    assert float(g["official_last_lr_ratio"]) == pytest.approx(4.9e-3, rel=0.01)
+    share_all, share_book = ([float(x) for x in g[k].rstrip(" %").split(" / ")] for k in ("share_all", "share_book"))
+    assert share_book[0] > 5 * share_all[0] and share_book[-1] >= share_all[-1]
+    book = Config.from_profile("book")
+    assert g["book_cp"] == str(book.copy_paste_per_known)
+    md_cells = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "one other possible reading of" in md_cells and "copy_paste_per_known" in md_cells
