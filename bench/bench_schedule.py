@@ -4,7 +4,7 @@ with `--point`. The `book` profile is chosen from this curve.
 
 Writes JSON (default `bench/results/schedule.json`) after every finished run, so an interrupted bench loses nothing:
 a rerun skips what is there (runs are kept in `--runs-dir` and reused by config). `--figure` draws metric against
-CPU seconds. `--publish` also writes the JSON where the book's status page reads it (`book/_static/schedule.json`).
+CPU seconds. `--publish` also writes the JSON where the book's status page reads it (`bench/published/schedule.json`).
 It never asserts on a time.
 
     python bench/bench_schedule.py --categories brick --seeds 0                # the default curve, ~40 min on 1 core
@@ -25,7 +25,7 @@ from typing import Any, Sequence
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 DEFAULT_OUT = BENCH_DIR / "results" / "schedule.json"
-PUBLISHED = ROOT / "book" / "_static" / "schedule.json"
+PUBLISHED = BENCH_DIR / "published" / "schedule.json"  # tracked: the status page reads it
 
 #: The default curve: the profile itself, then one knob at a time (name -> Config overrides).
 POINTS: dict[str, dict[str, Any]] = {
@@ -115,26 +115,10 @@ def draw(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from bgad_mini import viz
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, metric in zip(axes, METRICS):
-        for method, marker in (("nf", "o"), ("bgad", "s"), ("pushpull", "^")):
-            rows = [r for r in results["runs"].values() if r["method"] == method and r.get("cpu_s")]
-            if not rows:
-                continue
-            xs = [r["cpu_s"] for r in rows]
-            ys = [r["metrics_unseen"][metric] if r["metrics_unseen"] else r["metrics"][metric] for r in rows]
-            ax.scatter(xs, ys, marker=marker, label=method)
-            for r, x, y in zip(rows, xs, ys):
-                ax.annotate(r["point"], (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
-        ax.set_xlabel("CPU seconds per run (train + evaluate)")
-        ax.set_title(f"{metric.replace('_', ' ')} (unseen types)", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
+    fig = viz.plot_time_to_quality(list(results["runs"].values()))
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

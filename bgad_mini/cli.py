@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     run.add_argument("--out", required=True, help="run folder: results.json, checkpoints, figures")
-    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="any Config field")
+    run.add_argument("--set", dest="sets", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                     help="any Config field; several pairs after one --set")
     run.add_argument("--no-progress", action="store_true")
 
     ev = sub.add_parser("eval", help="re-evaluate a saved run from its checkpoint")
@@ -79,7 +80,8 @@ def _add_grid_commands(sub) -> None:
     ab.add_argument("--out", required=True, help="folder: runs/<key>/, results.csv, summary.csv, plots/")
     ab.add_argument("--grid", nargs="+", action="extend", default=[], metavar="KEY=V1,V2",
                     help="parameter axes, e.g. beta=0.01,0.05 tau=0.1,0.5 lambda=0.5,1 boundary=batch,epoch n_known=1,5")
-    ab.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="any Config field")
+    ab.add_argument("--set", dest="sets", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="any Config field; several pairs after one --set")
     ab.add_argument("--jobs", type=int, default=1, help="parallel runs; each gets max(1, cores // jobs) threads")
     ab.add_argument("--no-progress", action="store_true")
 
@@ -90,7 +92,8 @@ def _add_grid_commands(sub) -> None:
     rp.add_argument("--categories", nargs="+", default=None, help="default: every category under the data root")
     rp.add_argument("--methods", nargs="+", default=["bgad"], help="bgad (default); add nf for the NFAD column")
     rp.add_argument("--seeds", nargs="+", type=int, default=[0])
-    rp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="any Config field")
+    rp.add_argument("--set", dest="sets", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="any Config field; several pairs after one --set")
     rp.add_argument("--jobs", type=int, default=1, help="parallel runs; each gets max(1, cores // jobs) threads")
     rp.add_argument("--no-progress", action="store_true")
 

@@ -742,3 +742,30 @@ def plot_boundary_levels(normal_x: Sequence[np.ndarray], abnormal_x: Sequence[np
         plot_boundary_hist(xn, xa, c["b_n"], c["b_a"], ax=ax, bins=bins, title=t, legend=i == 0)
     fig.tight_layout()
     return fig
+
+
+def plot_time_to_quality(runs: Sequence[Mapping[str, Any]], peers: Mapping[str, Mapping[str, Any]] | None = None,
+                         metrics: Sequence[str] = ("image_auroc", "pixel_auroc", "pro"), group: str = "metrics_unseen"):
+    """Metric (of `group`, e.g. the unseen types) against CPU seconds per run, one marker per method and schedule
+    point (`runs`: rows of `bench/bench_schedule.py`); `peers` (name -> {cpu_s, metrics...}) as labelled stars."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for method, marker in (("nf", "o"), ("bgad", "s"), ("pushpull", "^")):
+            rows = [r for r in runs if r["method"] == method and r.get("cpu_s") and r.get(group)]
+            if not rows:
+                continue
+            ax.scatter([r["cpu_s"] for r in rows], [r[group][metric] for r in rows], marker=marker, label=method)
+            for r in rows:
+                ax.annotate(r["point"], (r["cpu_s"], r[group][metric]), fontsize=7, xytext=(3, 2),
+                            textcoords="offset points")
+        for name, p in (peers or {}).items():
+            if p.get("cpu_s") and p.get(group):
+                ax.scatter([p["cpu_s"]], [p[group][metric]], marker="*", s=120, label=name)
+        ax.set_xlabel("CPU seconds per run (train + evaluate)")
+        ax.set_title(f"{_metric_title(metric)}, {group.replace('metrics_', '').replace('metrics', 'all')} types",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

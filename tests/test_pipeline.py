@@ -173,3 +173,11 @@ def test_patch_level_contrastive_methods_run_and_reevaluate(first_run, smoke_roo
     assert main(["eval", "--run", str(base / method), "--no-progress"]) == 0
     again = json.loads((base / method / "results.json").read_text())
     assert again["metrics"] == res["metrics"] and again["score"] == res["score"]
+
+
+def test_set_takes_several_pairs_as_the_readme_shows():
+    from bgad_mini.cli import _parse_sets, build_parser
+
+    for command in (["run", "--method", "bgad"], ["ablate"], ["reproduce"]):
+        args = build_parser().parse_args(command + ["--set", "beta=0.01", "tau=0.1", "--set", "lambda=0.5"])
+        assert _parse_sets(args.sets) == {"beta": "0.01", "tau": "0.1", "lambda": "0.5"}, command
