@@ -178,6 +178,6 @@ def test_patch_level_contrastive_methods_run_and_reevaluate(first_run, smoke_roo
 def test_set_takes_several_pairs_as_the_readme_shows():
     from bgad_mini.cli import _parse_sets, build_parser
 
-    for command in (["run", "--method", "bgad"], ["ablate"], ["reproduce"]):
+    for command in (["run", "--method", "bgad", "--out", "r"], ["ablate", "--out", "a"], ["reproduce", "--data-root", "d", "--out", "o"]):
         args = build_parser().parse_args(command + ["--set", "beta=0.01", "tau=0.1", "--set", "lambda=0.5"])
         assert _parse_sets(args.sets) == {"beta": "0.01", "tau": "0.1", "lambda": "0.5"}, command
