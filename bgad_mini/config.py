@@ -76,6 +76,8 @@ class Config:
     # evaluation
     pro_fpr_limit: float = 0.3
     eval_smoothing_sigma: float = 0.0  # display-only smoothing of maps; 0 = none, as the official metric
+    score_sigma: float = 0.0  # Gaussian σ (pixels) of the default score's maps for the pixel metrics; image scores
+    #                           stay the maxima of the unsmoothed maps (as anomalib's PatchCore); 0 = none
     alt_score_sigma: float = 4.0  # also report the −ℓ score smoothed with this σ ("metrics_alt"); 0 = skip
 
     extra: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +116,8 @@ class Config:
             raise BgadError(f"temperature must be > 0, got {self.temperature}")
         if self.view_pairs < 1 or self.bank_size < 1 or self.contrastive_batch < 2 or self.contrastive_epochs < 0:
             raise BgadError("view_pairs and bank_size must be >= 1, contrastive_batch >= 2, contrastive_epochs >= 0")
+        if self.score_sigma < 0:
+            raise BgadError(f"score_sigma must be >= 0, got {self.score_sigma}; e.g. --set score_sigma=4")
         if self.aug_strength < 0 or self.knn_k < 1:
             raise BgadError(f"aug_strength must be >= 0 and knn_k >= 1, got {self.aug_strength} and {self.knn_k}")
 
@@ -191,7 +195,7 @@ RUNTIME_FIELDS = ("threads", "cache_dir", "share_phase1")
 
 #: Fields phase 1 (ML on normal images) does not read: runs differing only in these share phase 1.
 PHASE2_ONLY = (frozenset({"method", "setting", "known_types", "n_known", "pro_fpr_limit", "eval_smoothing_sigma",
-                          "alt_score_sigma"}) | METHOD_PARAMS | frozenset(RUNTIME_FIELDS))
+                          "alt_score_sigma", "score_sigma"}) | METHOD_PARAMS | frozenset(RUNTIME_FIELDS))
 
 ALIASES = {"lambda": "lam", "boundary_scope": "boundary"}
 

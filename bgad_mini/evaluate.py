@@ -331,11 +331,13 @@ def pro_score_official_style(masks: Optional[ArrayLike], maps: ArrayLike, fpr_li
 # everything, per defect type, seen / unseen
 # ----------------------------------------------------------------------------------------------
 def metrics(maps: np.ndarray, masks: Optional[np.ndarray], labels: np.ndarray,
-            fpr_limit: float = 0.3, official_pro: bool = False) -> dict[str, Optional[float]]:
+            fpr_limit: float = 0.3, official_pro: bool = False,
+            scores: Optional[np.ndarray] = None) -> dict[str, Optional[float]]:
     """{image_auroc, pixel_auroc, pro} of one set of images (pixel metrics None without masks); with
-    `official_pro`, also `pro_official_style` (the official code's PRO, for tables beside the paper's numbers)."""
+    `official_pro`, also `pro_official_style` (the official code's PRO, for tables beside the paper's numbers).
+    `scores`: the image scores (default: the maximum of each map)."""
     out = {
-        "image_auroc": image_auroc(labels, image_scores(maps)),
+        "image_auroc": image_auroc(labels, image_scores(maps) if scores is None else scores),
         "pixel_auroc": pixel_auroc(masks, maps),
         "pro": pro_score(masks, maps, fpr_limit=fpr_limit),
     }
@@ -345,13 +347,15 @@ def metrics(maps: np.ndarray, masks: Optional[np.ndarray], labels: np.ndarray,
 
 
 def evaluate(maps: np.ndarray, masks: Optional[np.ndarray], labels: Sequence[int], defect_types: Sequence[str],
-             seen_types: Optional[Iterable[str]] = None, fpr_limit: float = 0.3, official_pro: bool = False) -> dict:
+             seen_types: Optional[Iterable[str]] = None, fpr_limit: float = 0.3, official_pro: bool = False,
+             scores: Optional[Sequence[float]] = None) -> dict:
     """All metrics: over every test image, per defect type, and over seen / unseen types (JSON-ready).
 
     maps (N, H, W) anomaly maps, masks (N, H, W) or None (image-level labels only), labels (N,) 1 = defect,
     defect_types (N,) names (ignored for normal images). Per type, and for seen / unseen, the set is every
     normal test image plus that group's defect images. `metrics_seen` / `metrics_unseen` are None when
     `seen_types` is None or the group has no test image. `official_pro` adds `pro_official_style` everywhere.
+    `scores` (N,) are the image scores when they are not the maxima of `maps` (e.g. of unsmoothed maps).
     """
     maps = np.asarray(maps)
     labels = np.asarray(labels).astype(bool)
@@ -360,15 +364,18 @@ def evaluate(maps: np.ndarray, masks: Optional[np.ndarray], labels: Sequence[int
     if not (labels.shape[0] == types.shape[0] == n) or (masks is not None and len(masks) != n):
         raise BgadError("maps, masks, labels and defect_types must describe the same number of images")
     normal = ~labels
+    scores = image_scores(maps) if scores is None else np.asarray(scores)
+    if scores.shape != (n,):
+        raise BgadError(f"scores must hold one value per image ({n}), got shape {scores.shape}")
 
     def on(select: np.ndarray) -> Optional[dict]:
         if not (select & labels).any():
             return None
         idx = np.flatnonzero(select | normal)
         return metrics(maps[idx], None if masks is None else np.asarray(masks)[idx], labels[idx], fpr_limit,
-                       official_pro)
+                       official_pro, scores[idx])
 
-    result: dict = {"metrics": metrics(maps, masks, labels, fpr_limit, official_pro)}
+    result: dict = {"metrics": metrics(maps, masks, labels, fpr_limit, official_pro, scores)}
     defect_names = sorted(set(types[labels].tolist()))
     result["metrics_by_type"] = {t: on(labels & (types == t)) for t in defect_names}
     if seen_types is None:

@@ -274,11 +274,12 @@ def load_head(run_dir: str | os.PathLike, device: str = "cpu"):
 
 
 def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None,
-                  official_maps: np.ndarray | None = None) -> dict[str, Any]:
+                  official_maps: np.ndarray | None = None, scores: np.ndarray | None = None) -> dict[str, Any]:
     """Every metric of the test images' anomaly maps, overall, per type, seen/unseen: `metrics*` of `maps` (the
     default, inductive score) and `metrics_official*` of `official_maps` (the paper's transductive score; the
     same maps where a method has no transductive score), with the official-style PRO beside the standard one.
-    With flow log-likelihoods, also the alternative −ℓ score (`alt`)."""
+    `scores`: the default score's image scores when they are not the maxima of `maps`. With flow
+    log-likelihoods, also the alternative −ℓ score (`alt`)."""
     from .evaluate import evaluate, nll_maps, smooth_maps
 
     _, masks = load_items(data.split.test, cfg.img_size)
@@ -296,21 +297,24 @@ def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None,
         alt = {"score": f"mean over levels of -l, upsampled, Gaussian smoothing sigma={cfg.alt_score_sigma}",
                **score(smooth_maps(nll_maps(logliks, cfg.img_size), cfg.alt_score_sigma))}
     return {"maps": maps, "masks": masks, "labels": labels, "types": types, "logliks": logliks, "alt": alt,
-            **score(maps), **{key.replace("metrics", "metrics_official"): v for key, v in official.items()}}
+            **score(maps, scores=scores),
+            **{key.replace("metrics", "metrics_official"): v for key, v in official.items()}}
 
 
 def evaluate_flows(flows, train_feats: list[np.ndarray], test_feats: list[np.ndarray], data: RunData,
                    cfg: Config) -> dict[str, Any]:
     """Anomaly maps of the test images and every metric: the inductive score (its level maxima m_l from the
-    normal training images, in `score_reference`) and the official transductive one."""
-    from .evaluate import anomaly_maps, inductive_maps, score_reference
+    normal training images, in `score_reference`; maps smoothed with σ = `cfg.score_sigma` for the pixel metrics,
+    image scores the maxima of the unsmoothed maps) and the official transductive one (unsmoothed)."""
+    from .evaluate import anomaly_maps, image_scores, inductive_maps, score_reference, smooth_maps
     from .flow import level_log_likelihoods
 
     flows.eval()
     reference = score_reference(level_log_likelihoods(flows, [np.asarray(f) for f in train_feats], cfg.pos_dim))
     logliks = level_log_likelihoods(flows, [np.asarray(f) for f in test_feats], cfg.pos_dim)
-    ev = evaluate_maps(inductive_maps(logliks, reference, cfg.img_size), data, cfg, logliks,
-                       official_maps=anomaly_maps(logliks, cfg.img_size))
+    raw = inductive_maps(logliks, reference, cfg.img_size)
+    ev = evaluate_maps(smooth_maps(raw, cfg.score_sigma), data, cfg, logliks,
+                       official_maps=anomaly_maps(logliks, cfg.img_size), scores=image_scores(raw))
     return {**ev, "score_reference": reference}
 
 
@@ -338,7 +342,9 @@ def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timing
         "n_test": len(data.split.test),
         "seed": cfg.seed,
         "protocol": "final model (the paper reports the best epoch on the test set; not used here)",
-        "score": SCORE if cfg.method not in ("firm", "supcon") else SCORE_KNN,
+        "score": SCORE_KNN if cfg.method in ("firm", "supcon") else SCORE + (
+            f"; pixel metrics on maps smoothed with a Gaussian of sigma={cfg.score_sigma} px, image score = max of the "
+            "unsmoothed map" if cfg.score_sigma else ""),
         "score_official": SCORE_OFFICIAL if cfg.method not in ("firm", "supcon") else SCORE_KNN,
         "score_reference": ev.get("score_reference"),
         **{key: ev[key] for key in _METRIC_GROUPS},

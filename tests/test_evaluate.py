@@ -375,3 +375,15 @@ def test_evaluate_without_masks_and_without_seen_types():
     json.dumps(out)
     with pytest.raises(BgadError):
         evaluate(maps, None, labels[:3], types)
+
+
+def test_image_scores_can_come_from_other_maps_than_the_pixel_metrics():
+    maps, masks, labels, types = _dataset()
+    smoothed = smooth_maps(maps, 1.0)
+    out = evaluate(smoothed, masks, labels, types, seen_types=["scratch"], scores=image_scores(maps))
+    raw = evaluate(maps, masks, labels, types, seen_types=["scratch"])
+    assert out["metrics"]["image_auroc"] == raw["metrics"]["image_auroc"]
+    assert out["metrics_unseen"]["image_auroc"] == raw["metrics_unseen"]["image_auroc"]
+    assert out["metrics"]["pixel_auroc"] == pixel_auroc(masks, smoothed)
+    with pytest.raises(BgadError, match="one value per image"):
+        evaluate(maps, masks, labels, types, scores=np.zeros(3))
