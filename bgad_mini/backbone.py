@@ -97,6 +97,11 @@ def resolve_stages(name: str, stages: Sequence[int] | None = None) -> tuple[int,
     return st
 
 
+def level_names(stages: Sequence[int]) -> list[str]:
+    """"/stride" of each feature level: timm feature index s has stride 2**(s+1) (e.g. stages 2, 3 -> /8, /16)."""
+    return [f"/{2 ** (int(s) + 1)}" for s in stages]
+
+
 # ----------------------------------------------------------------------------------------------
 # Offline EfficientNet-Lite0 weights: map the package's state dict onto timm's, in order and by shape
 # ----------------------------------------------------------------------------------------------

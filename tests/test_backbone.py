@@ -254,3 +254,11 @@ def test_b6_really_offline_fails_fast():
         backbone.build_extractor("tf_efficientnet_b6")
     assert time.perf_counter() - start < 10
     _assert_offline_message(str(info.value))
+
+
+def test_level_names_follow_the_stages():
+    from bgad_mini.backbone import BACKBONES, level_names
+
+    assert level_names((2, 3)) == ["/8", "/16"]
+    for spec in BACKBONES.values():
+        assert level_names(spec.default_stages) == [f"/{s}" for s in spec.strides]

@@ -183,7 +183,7 @@ def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs):
         d = float(g[f"d_bgad_nf_{group}_pro"])
         assert (f"on {group} types BGAD is above" in g["verdict"]) == (d > 0)
     assert g["seen_type"] == "missing"
-    assert g["push_level"] in ("/4", "/8", "/16") and ("less than" in g["train_vs_test"] or "as much as" in g["train_vs_test"])
+    assert g["push_level"] in ("/4", "/8", "/16", "/32") and ("less than" in g["train_vs_test"] or "as much as" in g["train_vs_test"])
     methods = {p.parent.name.split("_")[0] for p in Path(chapter_runs["runs_root"]).glob("*/results.json")}
     assert {"nf", "bgad", "pushpull"} <= methods, methods
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]

@@ -74,7 +74,8 @@ def test_both_scores_are_recomputed_from_the_saved_flows(first_run):
     transductive score of the same log-likelihoods: both follow from the saved flows alone."""
     import numpy as np
 
-    from bgad_mini.evaluate import anomaly_maps, evaluate, inductive_maps, score_reference
+    from bgad_mini.evaluate import (anomaly_maps, evaluate, image_scores, inductive_maps, score_reference,
+                                    smooth_maps)
     from bgad_mini.flow import level_log_likelihoods
     from bgad_mini.pipeline import features_for, load_flows, prepare_data
     from bgad_mini.data import load_items
@@ -88,7 +89,9 @@ def test_both_scores_are_recomputed_from_the_saved_flows(first_run):
     _, masks = load_items(data.split.test, cfg.img_size)
     labels = [it.label for it in data.split.test]
     types = [it.defect_type for it in data.split.test]
-    ind = evaluate(inductive_maps(test_ll, res["score_reference"], cfg.img_size), masks, labels, types)
+    raw = inductive_maps(test_ll, res["score_reference"], cfg.img_size)
+    assert cfg.score_sigma > 0  # pixel metrics on smoothed maps, image scores from the unsmoothed ones
+    ind = evaluate(smooth_maps(raw, cfg.score_sigma), masks, labels, types, scores=image_scores(raw))
     off = evaluate(anomaly_maps(test_ll, cfg.img_size), masks, labels, types, official_pro=True)
     assert ind["metrics"] == pytest.approx(res["metrics"], abs=1e-6)
     assert off["metrics"] == pytest.approx(res["metrics_official"], abs=1e-6)
