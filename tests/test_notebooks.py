@@ -192,7 +192,8 @@ def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs):
 
 def test_ablations_chapter(tmp_path, smoke_root, chapter_runs):
     nb = run_chapter(ROOT / "book" / "ablations.ipynb", tmp_path / "ablations.ipynb", profile="smoke",
-                     data_root=str(smoke_root), n_known=1, n_knowns="1", **chapter_runs)
+                     data_root=str(smoke_root), n_known=1, n_knowns="1", lams="0.25, 1.0",
+                     boundaries="batch, epoch", **chapter_runs)
     g = glued(nb)
     # 5 methods at the defaults + bgad at seed 1 + one other value of beta, tau, lambda, boundary
     assert g["n_runs"] == "10" and int(g["n_trained"]) + int(g["n_reused"]) == 10
