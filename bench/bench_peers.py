@@ -262,8 +262,9 @@ def code_fingerprint(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def score_maps(maps, data, extra_scores=None) -> dict[str, Any]:
-    """bgad_mini's metrics of `maps` on `split.test` (the same call for every method)."""
+def score_maps(maps, data, extra_scores=None, scores=None) -> dict[str, Any]:
+    """bgad_mini's metrics of `maps` on `split.test` (the same call for every method); `scores`: image scores
+    when they are not the maps' maxima (bgad-mini's default score), `extra_scores`: a second image score."""
     import numpy as np
 
     from bgad_mini.data import load_items
@@ -274,8 +275,9 @@ def score_maps(maps, data, extra_scores=None) -> dict[str, Any]:
         raise BenchError(f"maps have shape {maps.shape}, masks {masks.shape}: not the same test images or size")
     labels = np.array([it.label for it in data.split.test])
     types = [it.defect_type for it in data.split.test]
+    kw = {} if scores is None else {"scores": scores}
     ev = evaluate(maps, masks, labels, types, seen_types=data.split.seen_types, fpr_limit=data.cfg.pro_fpr_limit,
-                  official_pro=True)
+                  official_pro=True, **kw)
     out = {k: ev[k] for k in ("metrics", "metrics_unseen", "metrics_seen", "metrics_by_type")}
     if extra_scores is not None:
         unseen = np.isin(types, data.split.unseen_types) | (labels == 0)
@@ -345,7 +347,9 @@ def run_ours(method: str, data, seed: int, args, folder: Path) -> dict[str, Any]
             entry[k] = res[k]
     import numpy as np
 
-    rescored = score_maps(np.load(folder / "maps.npy"), data)
+    scores_file = folder / "scores.npy"
+    rescored = score_maps(np.load(folder / "maps.npy"), data,
+                          scores=np.load(scores_file) if times["infer"].get("score_sigma") else None)
     entry["check_one_by_one"] = {
         "what": "the maps of the one-image-at-a-time pass, scored by the bench; max |difference| from results.json",
         "max_abs_diff": max(abs(rescored[g][k] - entry[g][k]) for g in ("metrics", "metrics_unseen")
@@ -419,7 +423,7 @@ def score_one_by_one(run_dir: str, res: dict, data, folder: Path) -> dict[str, f
 
     from bgad_mini.backbone import build_extractor, extract
     from bgad_mini.data import load_image
-    from bgad_mini.evaluate import inductive_maps
+    from bgad_mini.evaluate import inductive_maps, smooth_maps
     from bgad_mini.flow import level_log_likelihoods
     from bgad_mini.pipeline import load_flows
 
@@ -427,15 +431,19 @@ def score_one_by_one(run_dir: str, res: dict, data, folder: Path) -> dict[str, f
     if not reference:
         raise BenchError("results.json has no score_reference (the inductive score's m_l); cannot score images alone")
     flows, cfg = load_flows(run_dir)
+    sigma = float(getattr(cfg, "score_sigma", 0.0))  # the default score: pixel maps smoothed, image score from the raw map
     extractor = build_extractor(cfg.backbone, cfg.stages)
-    maps = []
+    maps, scores = [], []
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         for it in data.split.test:
             feats = [f.half().float() for f in extract(extractor, load_image(it.path, cfg.img_size)[None])]
-            maps.append(inductive_maps(level_log_likelihoods(flows, feats, cfg.pos_dim), reference, cfg.img_size)[0])
-    out = {"wall_s": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3)}
+            raw = inductive_maps(level_log_likelihoods(flows, feats, cfg.pos_dim), reference, cfg.img_size)
+            scores.append(float(raw[0].max()))
+            maps.append(smooth_maps(raw, sigma)[0])
+    out = {"wall_s": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3), "score_sigma": sigma}
     np.save(folder / "maps.npy", np.stack(maps).astype(np.float32))
+    np.save(folder / "scores.npy", np.asarray(scores, np.float32))
     return out
 
 
@@ -534,7 +542,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     py = ensure_peer_venv(venv)
     report["weights"] = write_offline_weights(venv / "hf")
     peer_code = code_fingerprint([WORKER])
-    our_code = code_fingerprint([*(ROOT / "bgad_mini").glob("*.py"), Path(__file__).resolve()])
 
     checked = False
     todo = [(s, c, m) for s in args.seeds for c in args.categories for m in args.methods]
@@ -548,7 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"patchcore {max(report['weights']['check']['patchcore_max_abs_diff']):.2g}")
             checked = True
         ident = {"data": data_fingerprint(data), "threads": args.threads,
-                 "code": peer_code if method in PEERS else our_code,
+                 # bgad_mini may change between entries of one invocation: fingerprint it for each entry
+                 "code": peer_code if method in PEERS else
+                 code_fingerprint([*(ROOT / "bgad_mini").glob("*.py"), Path(__file__).resolve()]),
                  **({"cflow_epochs": args.cflow_epochs, "anomalib": ANOMALIB_VERSION} if method == "cflow" else {}),
                  **({"anomalib": ANOMALIB_VERSION} if method == "patchcore" else {})}
         old = entries.get(key)
