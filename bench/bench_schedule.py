@@ -96,6 +96,25 @@ def _machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform()}
 
 
+def _git_head() -> str:
+    import subprocess
+
+    r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "bgad_mini"], cwd=ROOT, capture_output=True, text=True)
+    return r.stdout.strip() + (" (bgad_mini modified)" if dirty.stdout.strip() else "") if r.returncode == 0 else "?"
+
+
+def _data_meta(data_root: str | None, profile: str) -> dict[str, Any]:
+    """The dataset's generator, version, profile and seed (its meta.json), where it has one."""
+    from bgad_mini.config import Config
+
+    meta = Path(data_root or Config.from_profile(profile).data_root) / "meta.json"
+    if not meta.is_file():
+        return {"root": str(meta.parent)}
+    m = json.loads(meta.read_text())
+    return {"root": str(meta.parent), **{k: m.get(k) for k in ("generator", "generator_version", "profile", "seed")}}
+
+
 def run_point(cfg, out_dir: Path) -> dict[str, Any]:
     """Train and evaluate one config (or reuse its finished folder); CPU and wall seconds of this process."""
     from bgad_mini.pipeline import run
@@ -131,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"runs": {}}
     results.update({"command": "python bench/bench_schedule.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
                     "machine": _machine(), "versions": package_versions(), "threads": args.threads,
-                    "profile": args.profile, "date": datetime.datetime.now().isoformat(timespec="seconds")})
+                    "profile": args.profile, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                    "code_commit": _git_head(), "data": _data_meta(args.data_root, args.profile)})
     points = [parse_point(p) for p in args.points]
     todo = [(name, ov, m, c, s) for name, ov in points for c in args.categories for s in args.seeds for m in args.methods]
     for i, (name, ov, method, category, seed) in enumerate(todo, 1):
