@@ -251,8 +251,7 @@ def _run_contrastive(cfg: Config, data: RunData, train_feats, test_feats, cache,
                                           extractor=cache.extractor(cfg.backbone, cfg.stages, device), device=device,
                                           progress=progress, run_dir=str(out))
     with timer("evaluate"):
-        maps = contrastive_maps(head, train_feats, test_feats, cfg, device=device)
-        ev = evaluate_maps(maps, data, cfg)
+        ev = evaluate_knn(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
     paths = {"results": str(out / RESULTS), "figure": str(out / "anomaly_maps.png"), "flows": str(out / "contrastive.pt")}
     return _finish(cfg, data, ev, history, timer, t_start, threads, device, out, paths=paths)
 
@@ -301,6 +300,15 @@ def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None,
             **{key.replace("metrics", "metrics_official"): v for key, v in official.items()}}
 
 
+def evaluate_knn(maps: np.ndarray, data: RunData, cfg: Config) -> dict[str, Any]:
+    """Metrics of k-NN maps (FIRM / SupCon), inductive already: the default score smooths them for the pixel
+    metrics as the flows' (σ = `cfg.score_sigma`, image scores from the raw maps); `metrics_official*` are the raw
+    maps."""
+    from .evaluate import image_scores, smooth_maps
+
+    return evaluate_maps(smooth_maps(maps, cfg.score_sigma), data, cfg, official_maps=maps, scores=image_scores(maps))
+
+
 def evaluate_flows(flows, train_feats: list[np.ndarray], test_feats: list[np.ndarray], data: RunData,
                    cfg: Config) -> dict[str, Any]:
     """Anomaly maps of the test images and every metric: the inductive score (its level maxima m_l from the
@@ -342,7 +350,7 @@ def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timing
         "n_test": len(data.split.test),
         "seed": cfg.seed,
         "protocol": "final model (the paper reports the best epoch on the test set; not used here)",
-        "score": SCORE_KNN if cfg.method in ("firm", "supcon") else SCORE + (
+        "score": (SCORE_KNN if cfg.method in ("firm", "supcon") else SCORE) + (
             f"; pixel metrics on maps smoothed with a Gaussian of sigma={cfg.score_sigma} px, image score = max of the "
             "unsmoothed map" if cfg.score_sigma else ""),
         "score_official": SCORE_OFFICIAL if cfg.method not in ("firm", "supcon") else SCORE_KNN,
@@ -409,7 +417,7 @@ def reevaluate(run_dir: str | os.PathLike, progress: bool = True) -> dict[str, A
         if cfg.method in ("firm", "supcon"):
             from .contrastive import contrastive_maps
 
-            ev = evaluate_maps(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
+            ev = evaluate_knn(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
         else:
             ev = evaluate_flows(flows, train_feats, test_feats, data, cfg)
     results = assemble_results(cfg, data, ev, old.get("history", []), {**old.get("timings", {}), **{
