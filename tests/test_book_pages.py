@@ -226,3 +226,23 @@ def test_every_toc_file_exists():
     assert "book/intro" in files
     missing = [f for f in files if not any((ROOT / (f + ext)).is_file() for ext in ("", ".md", ".ipynb"))]
     assert not missing, missing
+
+
+def test_status_page_draws_the_published_schedule_curve(monkeypatch):
+    """The status page's code cell runs on the committed bench/published JSON and draws the book profile's point."""
+    import re
+    import sys
+    import types
+
+    src = (ROOT / "book" / "status.md").read_text()
+    code = re.search(r"```\{code-cell\} ipython3\n:tags: \[hide-input\]\n\n(.*?)```", src, re.S).group(1)
+    glued = {}
+    fake = types.ModuleType("myst_nb")
+    fake.glue = lambda name, value, display=True: glued.__setitem__(name, value)
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    monkeypatch.chdir(ROOT / "book")
+    scope: dict = {}
+    exec(compile(code, "status.md", "exec"), scope)
+    assert any(r["point"] == "book" and r["method"] == "bgad" for r in scope["runs"])
+    assert {"anomalib cflow", "anomalib patchcore"} <= set(scope["stars"])
+    assert glued["fig_schedule"].axes and re.fullmatch(r"\d{4}-\d{2}-\d{2}", glued["schedule_date"])
