@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA := data/synthetic
 JOBS ?= 1
 
-.PHONY: book test data venv clean-book clean bench check-html
+.PHONY: book test data venv clean-book clean bench check-html bench-peers
 
 $(STAMP): pyproject.toml
 	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ check-html: $(STAMP)
 bench: $(STAMP) $(DATA)/meta.json
 	$(PYTHON) bench/bench_pipeline.py
 	$(PYTHON) bench/bench_phase1_share.py
+
+# anomalib's CFlow and PatchCore beside nf and bgad (own venv bench/.peers-venv; about 27 min a category, one thread)
+bench-peers: $(STAMP) $(DATA)/meta.json
+	$(PYTHON) bench/bench_peers.py --categories brick grass gravel --seeds 0
 
 clean-book:
 	rm -rf _build
