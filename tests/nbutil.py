@@ -12,7 +12,22 @@ def run_chapter(path: Path, out: Path, **params) -> nbformat.NotebookNode:
 
     pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(path.parent), kernel_name="python3",
                         progress_bar=False)
-    return nbformat.read(out, as_version=4)
+    nb = nbformat.read(out, as_version=4)
+    missing = unglued(nb)
+    assert not missing, f"{path.name} refers to glue keys it never glues (the book build would fail): {missing}"
+    return nb
+
+
+def unglued(nb) -> list[str]:
+    """Keys that the notebook's Markdown refers to ({glue:text}`key`, {glue}`key`, glue:figure) but never glues."""
+    import re
+
+    refs = set()
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            refs |= set(re.findall(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`", c.source))
+            refs |= set(re.findall(r"```\{glue:figure\}\s+(\S+)", c.source))
+    return sorted(refs - set(glued(nb)))
 
 
 def glued(nb) -> dict[str, str]:
