@@ -65,7 +65,7 @@ def anomaly_maps(level_logliks: Sequence[ArrayLike], img_size: int, dtype=np.flo
     `inductive_maps` for numbers that must not depend on the rest of the test set.
     """
     levels = _levels(level_logliks)
-    total = _likelihood_sum(levels, [float(level.max()) for level in levels], img_size)
+    total = _likelihood_sum(levels, score_reference(levels), img_size)  # the test set is its own reference
     return (total.max() - total).astype(dtype, copy=False)
 
 

@@ -251,7 +251,7 @@ def _run_contrastive(cfg: Config, data: RunData, train_feats, test_feats, cache,
                                           extractor=cache.extractor(cfg.backbone, cfg.stages, device), device=device,
                                           progress=progress, run_dir=str(out))
     with timer("evaluate"):
-        ev = evaluate_knn(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
+        ev = evaluate_maps(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
     paths = {"results": str(out / RESULTS), "figure": str(out / "anomaly_maps.png"), "flows": str(out / "contrastive.pt")}
     return _finish(cfg, data, ev, history, timer, t_start, threads, device, out, paths=paths)
 
@@ -273,13 +273,13 @@ def load_head(run_dir: str | os.PathLike, device: str = "cpu"):
 
 
 def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None,
-                  official_maps: np.ndarray | None = None, scores: np.ndarray | None = None) -> dict[str, Any]:
-    """Every metric of the test images' anomaly maps, overall, per type, seen/unseen: `metrics*` of `maps` (the
-    default, inductive score) and `metrics_official*` of `official_maps` (the paper's transductive score; the
-    same maps where a method has no transductive score), with the official-style PRO beside the standard one.
-    `scores`: the default score's image scores when they are not the maxima of `maps`. With flow
-    log-likelihoods, also the alternative −ℓ score (`alt`)."""
-    from .evaluate import evaluate, nll_maps, smooth_maps
+                  official_maps: np.ndarray | None = None) -> dict[str, Any]:
+    """Every metric of the test images' anomaly maps, overall, per type, seen/unseen. `metrics*`: the default
+    score, i.e. `maps` smoothed with σ = `cfg.score_sigma` for the pixel metrics and the maxima of the unsmoothed
+    `maps` as image scores; `metrics_official*`: the unsmoothed `official_maps` (the paper's transductive score; the
+    raw `maps` where a method has none), with the official-style PRO beside the standard one. With flow
+    log-likelihoods, also the alternative −ℓ score (`alt`). Returns the smoothed maps as `maps`."""
+    from .evaluate import evaluate, image_scores, nll_maps, smooth_maps
 
     _, masks = load_items(data.split.test, cfg.img_size)
     labels = np.array([it.label for it in data.split.test])
@@ -295,34 +295,24 @@ def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None,
     if cfg.alt_score_sigma > 0 and logliks is not None:
         alt = {"score": f"mean over levels of -l, upsampled, Gaussian smoothing sigma={cfg.alt_score_sigma}",
                **score(smooth_maps(nll_maps(logliks, cfg.img_size), cfg.alt_score_sigma))}
-    return {"maps": maps, "masks": masks, "labels": labels, "types": types, "logliks": logliks, "alt": alt,
-            **score(maps, scores=scores),
+    smoothed = smooth_maps(maps, cfg.score_sigma)
+    return {"maps": smoothed, "masks": masks, "labels": labels, "types": types, "logliks": logliks, "alt": alt,
+            **score(smoothed, scores=image_scores(maps)),
             **{key.replace("metrics", "metrics_official"): v for key, v in official.items()}}
-
-
-def evaluate_knn(maps: np.ndarray, data: RunData, cfg: Config) -> dict[str, Any]:
-    """Metrics of k-NN maps (FIRM / SupCon), inductive already: the default score smooths them for the pixel
-    metrics as the flows' (σ = `cfg.score_sigma`, image scores from the raw maps); `metrics_official*` are the raw
-    maps."""
-    from .evaluate import image_scores, smooth_maps
-
-    return evaluate_maps(smooth_maps(maps, cfg.score_sigma), data, cfg, official_maps=maps, scores=image_scores(maps))
 
 
 def evaluate_flows(flows, train_feats: list[np.ndarray], test_feats: list[np.ndarray], data: RunData,
                    cfg: Config) -> dict[str, Any]:
-    """Anomaly maps of the test images and every metric: the inductive score (its level maxima m_l from the
-    normal training images, in `score_reference`; maps smoothed with σ = `cfg.score_sigma` for the pixel metrics,
-    image scores the maxima of the unsmoothed maps) and the official transductive one (unsmoothed)."""
-    from .evaluate import anomaly_maps, image_scores, inductive_maps, score_reference, smooth_maps
+    """Anomaly maps of the test images and every metric (`evaluate_maps`): the inductive score, its level maxima
+    m_l from the normal training images (in `score_reference`), and the official transductive one."""
+    from .evaluate import anomaly_maps, inductive_maps, score_reference
     from .flow import level_log_likelihoods
 
     flows.eval()
     reference = score_reference(level_log_likelihoods(flows, [np.asarray(f) for f in train_feats], cfg.pos_dim))
     logliks = level_log_likelihoods(flows, [np.asarray(f) for f in test_feats], cfg.pos_dim)
-    raw = inductive_maps(logliks, reference, cfg.img_size)
-    ev = evaluate_maps(smooth_maps(raw, cfg.score_sigma), data, cfg, logliks,
-                       official_maps=anomaly_maps(logliks, cfg.img_size), scores=image_scores(raw))
+    ev = evaluate_maps(inductive_maps(logliks, reference, cfg.img_size), data, cfg, logliks,
+                       official_maps=anomaly_maps(logliks, cfg.img_size))
     return {**ev, "score_reference": reference}
 
 
@@ -417,7 +407,7 @@ def reevaluate(run_dir: str | os.PathLike, progress: bool = True) -> dict[str, A
         if cfg.method in ("firm", "supcon"):
             from .contrastive import contrastive_maps
 
-            ev = evaluate_knn(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
+            ev = evaluate_maps(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
         else:
             ev = evaluate_flows(flows, train_feats, test_feats, data, cfg)
     results = assemble_results(cfg, data, ev, old.get("history", []), {**old.get("timings", {}), **{
