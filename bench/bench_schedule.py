@@ -18,10 +18,12 @@ import datetime
 import hashlib
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+from bench_peers import _atomic_json, machine  # the bench folder's one atomic JSON write and machine description
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -34,7 +36,8 @@ POINTS: dict[str, dict[str, Any]] = {
     "patches=256": {"patches_per_image": 256},
     "epochs=6+3": {"phase1_epochs": 6, "phase2_epochs": 3},
     "epochs=12+6": {"phase1_epochs": 12, "phase2_epochs": 6},
-    "lr=2e-3": {"lr": 2e-3},
+    "lr=1e-3": {"lr": 1e-3},
+    "lr=4e-3": {"lr": 4e-3},
     "blocks=4": {"coupling_blocks": 4},
     "img_size=192": {"img_size": 192},
     "sigma=0": {"score_sigma": 0.0},
@@ -83,17 +86,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _key(point: str, method: str, category: str, seed: int) -> str:
     return f"{point}|{method}|{category}|{seed}"
-
-
-def _machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform()}
 
 
 def _git_head() -> str:
@@ -148,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"runs": {}}
-    results.update({"command": "python bench/bench_schedule.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
-                    "machine": _machine(), "versions": package_versions(), "threads": args.threads,
+    results.update({"command": "python bench/bench_schedule.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                    "machine": machine(args.threads), "versions": package_versions(), "threads": args.threads,
                     "profile": args.profile, "date": datetime.datetime.now().isoformat(timespec="seconds"),
                     "code_commit": _git_head(), "data": _data_meta(args.data_root, args.profile)})
     points = [parse_point(p) for p in args.points]
@@ -176,14 +168,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         m = rec["metrics_unseen"] or rec["metrics"]
         print(f"    unseen: " + "  ".join(f"{k}={m[k]:.3f}" for k in METRICS) + f"  cpu={rec['cpu_s'] or 0:.0f}s"
               f" wall={rec['wall_s']:.0f}s", flush=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, out)
+        _atomic_json(out, results)
     figure = Path(args.figure) if args.figure else out.with_suffix(".png")
     draw(results, figure)
     if args.publish:
-        PUBLISHED.parent.mkdir(parents=True, exist_ok=True)
-        PUBLISHED.write_text(json.dumps(results, indent=1))
+        _atomic_json(PUBLISHED, results)
     print(f"wrote {out} and {figure}")
     return results
 
