@@ -10,8 +10,9 @@ def run_chapter(path: Path, out: Path, **params) -> nbformat.NotebookNode:
     """Execute `path` into `out` (never into book/) with papermill parameters, from the chapter's folder."""
     import papermill as pm
 
+    # a cell that runs past 10 min fails with its traceback; the chapter's output is logged (shown on failure)
     pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(path.parent), kernel_name="python3",
-                        progress_bar=False)
+                        progress_bar=False, execution_timeout=600, log_output=True)
     nb = nbformat.read(out, as_version=4)
     missing = unglued(nb)
     assert not missing, f"{path.name} refers to glue keys it never glues (the book build would fail): {missing}"
