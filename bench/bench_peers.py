@@ -14,7 +14,7 @@ data, same test images, same metric code. Writes `bench/results/peers.json` and 
 - anomalib's defaults otherwise: 256 px, no crop; CFlow on the stride 4/8/16 stages (8 coupling blocks, condition
   128, fiber batch 64, lr 1e-4, training batch 32); PatchCore on the stride 8/16 stages, coreset 0.1, 9
   neighbours. CFlow's epochs: see `--cflow-epochs`.
-- `nf` and `bgad`: `bgad_mini.pipeline.run` with the `book` profile, one-class, seen type `missing`, N = 10, one
+- `nf` and `bgad`: `bgad_mini.runs.load_or_run` with the `book` profile, one-class, seen type `missing`, N = 10, one
   torch thread, a fresh feature cache (so that the backbone's cost is counted) and no shared phase 1 (each run pays
   its own phase 1).
 - Every method is scored by `bgad_mini.evaluate.evaluate` on exactly `split.test`
@@ -322,7 +322,7 @@ def run_peer(method: str, data, seed: int, args, py: Path, venv: Path, folder: P
 
 
 def run_ours(method: str, data, seed: int, args, folder: Path) -> dict[str, Any]:
-    """A `bgad_mini.pipeline.run` in a child process of the project venv (`--_ours-job`), metrics from results.json."""
+    """A `bgad_mini.runs.load_or_run` in a child process of the project venv (`--_ours-job`), metrics from results.json."""
     folder.mkdir(parents=True, exist_ok=True)
     run_dir = folder / "run"
     if run_dir.exists():
@@ -376,9 +376,9 @@ def run_ours(method: str, data, seed: int, args, folder: Path) -> dict[str, Any]
 
 
 def ours_child(job_path: str) -> None:
-    """Inside the child: `pipeline.run` with a Timer that also records CPU seconds per stage."""
+    """Inside the child: `runs.load_or_run` with a Timer that also records CPU seconds per stage."""
     job = json.loads(Path(job_path).read_text())
-    from bgad_mini import pipeline
+    from bgad_mini import pipeline, runs
     from bgad_mini.config import Config
 
     cpu_by_stage: dict[str, float] = {}
@@ -404,7 +404,7 @@ def ours_child(job_path: str) -> None:
                               setting=SETTING, n_known=N_KNOWN, seed=job["seed"], threads=job["threads"],
                               data_root=job["data_root"], cache_dir=job["cache_dir"], share_phase1=False)
     c0 = time.process_time()
-    res = pipeline.run(cfg, job["out"], progress=False, force=True)
+    res = runs.load_or_run(cfg, job["out"], progress=False, force=True).results
     times = {"cpu_total_s": round(time.process_time() - c0, 3), "cpu_s": {k: round(v, 3) for k, v in cpu_by_stage.items()}}
     print(f"  {job['method']} trained and evaluated: {times['cpu_total_s']:.1f} s CPU; now scoring each test image alone",
           flush=True)
@@ -425,7 +425,7 @@ def score_one_by_one(run_dir: str, res: dict, data, folder: Path) -> dict[str, f
     from bgad_mini.data import load_image
     from bgad_mini.evaluate import inductive_maps, smooth_maps
     from bgad_mini.flow import level_log_likelihoods
-    from bgad_mini.pipeline import load_flows
+    from bgad_mini.runs import load_flows
 
     reference = res.get("score_reference")
     if not reference:
@@ -536,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "cflow_max_epochs": args.cflow_epochs, "cflow_epochs_note": CFLOW_EPOCHS_NOTE,
                   "peers": "anomalib Engine.fit (CPU, 1 device, no logger), then the torch model on each test image "
                            "alone; backbone tf_efficientnet_lite0 with bgad_mini's offline weights",
-                  "ours": "bgad_mini.pipeline.run, book profile, share_phase1=false, fresh feature cache"},
+                  "ours": "bgad_mini.runs.load_or_run, book profile, share_phase1=false, fresh feature cache"},
         versions={"project": package_versions()})
 
     py = ensure_peer_venv(venv)

@@ -47,7 +47,7 @@ def _metric_diff(a: dict, b: dict) -> float:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from bgad_mini.config import Config
-    from bgad_mini.pipeline import run
+    from bgad_mini.runs import load_or_run
 
     overrides = dict(category=args.category, known_types=args.known_types, seed=args.seed, threads=args.threads)
     if args.data_root:
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for name, cfg in (("nf_writes", base.with_overrides(method="nf")),
                           ("bgad_loads", base.with_overrides(method="bgad")),
                           ("bgad_alone", base.with_overrides(method="bgad", share_phase1=False))):
-            res = run(cfg, work / name, progress=True)
+            res = load_or_run(cfg, work / name, progress=True).results
             runs[name] = {"timings": res["timings"], "shared_epochs": sum(bool(h.get("shared")) for h in res["history"]),
                           "metrics": res["metrics"], "results": res}
     finally:

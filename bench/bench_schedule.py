@@ -109,10 +109,10 @@ def _data_meta(data_root: str | None, profile: str) -> dict[str, Any]:
 
 def run_point(cfg, out_dir: Path) -> dict[str, Any]:
     """Train and evaluate one config (or reuse its finished folder); CPU and wall seconds of this process."""
-    from bgad_mini.pipeline import run
+    from bgad_mini.runs import load_or_run
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    res = run(cfg, out_dir, progress=False)
+    res = load_or_run(cfg, out_dir, progress=False).results
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     reused = wall < 0.5 * res["timings"].get("total", wall)
     return {"metrics": res["metrics"], "metrics_seen": res["metrics_seen"], "metrics_unseen": res["metrics_unseen"],

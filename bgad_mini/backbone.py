@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 
 from .data import Item, load_image, normalize
 from .errors import BgadError
+from .utils import atomic_write, file_digest
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 OFFLINE_HINT = f"use the offline default with --set backbone={DEFAULT_BACKBONE}"
@@ -308,15 +308,6 @@ def extract(
 # ----------------------------------------------------------------------------------------------
 # The on-disk feature cache
 # ----------------------------------------------------------------------------------------------
-def file_digest(path: str) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_key(name: str, stages: Sequence[int], img_size: int, items: Sequence[Item]) -> str:
     """Hash of everything the features depend on: backbone and its weights, stages, size, and each file's bytes.
 
@@ -406,15 +397,7 @@ class FeatureCache:
 
     def _save(self, key: str, levels: list[np.ndarray], meta: dict[str, Any]) -> None:
         """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         arrays = {f"level{i}": lv for i, lv in enumerate(levels)}
         arrays["meta"] = np.array(json.dumps(meta))
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(self.path(key)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_grid_commands(sub) -> None:
-    """`ablate` and `reproduce`: grids of runs with reuse and parallel jobs (logic in `ablation.py`)."""
+    """`ablate` and `reproduce`: grids of runs with reuse and parallel jobs (logic in `grid.py`, `summary.py`)."""
     ab = sub.add_parser("ablate", help="run a grid of methods x settings x seeds x parameters; CSVs and plots")
     ab.add_argument("--data-root", default=None, help="dataset root in the MVTec layout (default: the profile's)")
     ab.add_argument("--categories", nargs="+", default=None, help="default: the profile's category")
@@ -99,14 +99,15 @@ def _add_grid_commands(sub) -> None:
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
-    from . import ablation
+    from .ablation import ablate
+    from .reproduce import reproduce
 
     common = dict(sets=_parse_sets(args.sets), jobs=args.jobs, progress=not args.no_progress)
     if args.command == "ablate":
-        return ablation.ablate(args.data_root, args.categories, args.methods, args.settings, args.known_types,
-                               args.seeds, args.profile, args.out, grid=args.grid, **common)
-    return ablation.reproduce(args.data_root, args.profile, args.out, categories=args.categories, seeds=args.seeds,
-                              methods=args.methods, **common)
+        return ablate(args.data_root, args.categories, args.methods, args.settings, args.known_types,
+                      args.seeds, args.profile, args.out, grid=args.grid, **common)
+    return reproduce(args.data_root, args.profile, args.out, categories=args.categories, seeds=args.seeds,
+                     methods=args.methods, **common)
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -145,16 +146,16 @@ def _run_config(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import run
+    from .runs import load_or_run
 
     cfg = _run_config(args)
-    results = run(cfg, args.out, progress=not args.no_progress)
+    results = load_or_run(cfg, args.out, progress=not args.no_progress).results
     _print_summary(results)
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .pipeline import reevaluate
+    from .runs import reevaluate
 
     results = reevaluate(args.run, progress=not args.no_progress)
     _print_summary(results)

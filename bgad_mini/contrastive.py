@@ -43,8 +43,7 @@ from torch import Tensor, nn
 
 from .config import Config
 from .errors import BgadError
-
-CHECKPOINT = "contrastive.pt"
+from .utils import save_torch
 NO_ANOMALIES = "firm and supcon need known anomalies: set --n-known > 0"
 MAX_OUTLIER_SHARE = 0.25  # at most this share of a batch is outliers; the rest are normal patches
 INIT_PATCHES = 20_000  # normal patches that set the head's standardisation and PCA start
@@ -252,7 +251,7 @@ def _load_checkpoint(path: str, method: str, device: str) -> dict | None:
 # ----------------------------------------------------------------------------------------------
 def train_contrastive(method: str, normal_images: np.ndarray, anomaly_images: np.ndarray | None,
                       anomaly_masks: np.ndarray | None, cfg: Config, extractor=None, device: str = "cpu",
-                      progress: bool = True, run_dir: str | None = None) -> tuple[ProjectionHead, list[dict]]:
+                      progress: bool = True, checkpoint: str | None = None) -> tuple[ProjectionHead, list[dict]]:
     """Train a `ProjectionHead` with L_FIRM (`method="firm"`) or L_SupCon (`"supcon"`) on patch views.
 
     normal_images (N, H, W, 3) and anomaly_images (M, H, W, 3) in [0, 1], with anomaly_masks (M, H, W) in
@@ -262,7 +261,7 @@ def train_contrastive(method: str, normal_images: np.ndarray, anomaly_images: np
     `cfg.contrastive_epochs` epochs: Adam, lr `cfg.contrastive_lr` with a cosine decay, τ `cfg.temperature`,
     `cfg.contrastive_batch` patches per step. One epoch is one pass over the inlier patches; each step adds
     every outlier patch, or a random subset when they exceed a quarter of the batch. Each patch uses a random
-    one of its view pairs. With `run_dir`, a checkpoint is written after every epoch (`contrastive.pt`), and
+    one of its view pairs. With `checkpoint` (a file path), the head is saved there after every epoch, and
     a rerun resumes after the last finished one. Returns the head (eval mode) and one record per epoch.
     """
     from tqdm import tqdm
@@ -276,7 +275,7 @@ def train_contrastive(method: str, normal_images: np.ndarray, anomaly_images: np
         raise BgadError("firm and supcon need normal training images")
     if len(anomaly_images) != len(anomaly_masks):
         raise BgadError("anomaly_images and anomaly_masks must hold the same number of images")
-    ckpt_path = os.path.join(run_dir, CHECKPOINT) if run_dir else ""
+    ckpt_path = checkpoint or ""
     state = _load_checkpoint(ckpt_path, method, device)
     if state is not None and state["epoch"] + 1 >= cfg.contrastive_epochs:  # finished: no backbone pass needed
         head = ProjectionHead(**state["head_config"]).to(device)
@@ -333,8 +332,6 @@ def train_contrastive(method: str, normal_images: np.ndarray, anomaly_images: np
         start_epoch = state["epoch"] + 1
         if progress:
             print(f"resuming {method} head from epoch {start_epoch} of {cfg.contrastive_epochs} ({ckpt_path})")
-    if run_dir:
-        os.makedirs(run_dir, exist_ok=True)
 
     def rows(pool: Tensor, idx: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         pair = torch.randint(cfg.view_pairs, (idx.numel(),), generator=gen)
@@ -382,12 +379,10 @@ def train_contrastive(method: str, normal_images: np.ndarray, anomaly_images: np
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}")
         if ckpt_path:
-            tmp = ckpt_path + ".tmp"
-            torch.save({"epoch": epoch, "method": method, "head_config": head.config(), "head": head.state_dict(),
-                        "optim": opt.state_dict(), "history": history}, tmp)
-            os.replace(tmp, ckpt_path)
+            save_torch({"epoch": epoch, "method": method, "head_config": head.config(), "head": head.state_dict(),
+                        "optim": opt.state_dict(), "history": history}, ckpt_path)
     if ckpt_path and not os.path.exists(ckpt_path):  # zero epochs: still save the (initialised) head
-        torch.save({"epoch": -1, "method": method, "head_config": head.config(), "head": head.state_dict(),
+        save_torch({"epoch": -1, "method": method, "head_config": head.config(), "head": head.state_dict(),
                     "optim": opt.state_dict(), "history": history}, ckpt_path)
     return head.eval(), history
 

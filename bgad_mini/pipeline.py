@@ -1,12 +1,12 @@
-"""One run end to end: data -> cached features -> flows -> training -> evaluation -> results.json.
+"""One run's work: data -> cached features -> flows (or a projection head) -> training -> evaluation.
 
-Used by `bgad-mini run` and by the chapters (`run(cfg, out)` returns the results; a finished run with the
-same config is loaded, not retrained; an interrupted one resumes from its last checkpoint).
+`train_and_evaluate(cfg, data, folder)` does it into a run folder and returns the results dict; `runs.load_or_run`
+decides whether it is needed (identity, reuse, lock) and writes results.json. An interrupted run resumes from its
+last checkpoint.
 """
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -19,13 +19,12 @@ import numpy as np
 from .config import Config
 from .data import Category, Split, load_items, read_category, split_known_anomalies
 from .errors import BgadError
-from .utils import Timer, peak_rss_mb, resolve_device, seed_everything, set_threads
+from .fingerprint import code_fingerprint
+from .utils import Timer, peak_rss_mb, resolve_device, save_torch, seed_everything, set_threads
 
-RESULTS = "results.json"
-CONFIG = "config.json"
-FLOWS = "flows.pt"
+#: The results format; results.json of an older format are recomputed (the schema is part of a run's identity).
 SCHEMA_VERSION = 2  # 2: inductive default score, metrics_official*, copy-paste per known anomaly
-PHASE1_FORMAT = 1  # bump when phase-1 training changes, so shared phase-1 states are not reused
+
 
 
 @dataclass
@@ -117,56 +116,23 @@ def build_flows(cfg: Config, channels: list[int], device: str):
     return ConditionalFlows(channels, cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha).to(device)
 
 
-def _check_run_dir(out: Path, cfg: Config) -> dict | None:
-    """The finished results if this folder already holds this config; error if it holds another."""
-    cfg_path = out / CONFIG
-    if not cfg_path.exists():
-        return None
-    saved = Config.from_dict(json.loads(cfg_path.read_text())).identity()
-    wanted = cfg.identity()
-    if saved != wanted:
-        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        raise BgadError(f"run folder {out} holds a run with a different config ({', '.join(diff)}); "
-                        "use another --out or delete the folder")
-    res = out / RESULTS
-    done = json.loads(res.read_text()) if res.exists() else None
-    # results written by an older results format are recomputed (from the run's checkpoints where they exist)
-    return done if done is not None and done.get("schema_version") == SCHEMA_VERSION else None
-
-
-def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool = False) -> dict[str, Any]:
-    """Train and evaluate `cfg.method` on one category; write `out/results.json` and return it."""
+def train_and_evaluate(cfg: Config, data: RunData, folder, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate `cfg.method` on `data` into `folder` (a `runs.RunFolder`: checkpoint, weights and map
+    figure go to its paths); return the results dict (results.json is written by `runs.load_or_run`)."""
+    from .backbone import FeatureCache
     from .train import TrainData, make_objective, train_flows
 
-    out = Path(out)
     timer = Timer()
     t_start = time.perf_counter()
-    with timer("data"):
-        data = prepare_data(cfg, verbose=progress)
-    cfg = data.cfg
-    out.mkdir(parents=True, exist_ok=True)
-    if not force:
-        done = _check_run_dir(out, cfg)
-        if done is not None:
-            if progress:
-                print(f"reusing finished run in {out}")
-            return done
-    if cfg.method != "nf" and not data.split.known:
-        raise BgadError(f"method {cfg.method!r} needs known anomalies: set --n-known > 0")
-    (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
-
     seed_everything(cfg.seed)
     threads = set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-
-    from .backbone import FeatureCache
-
     cache = FeatureCache(cfg.cache_dir)
     with timer("features"):
         train_feats = features_for(cfg, data.category.train, device, progress, cache)
         test_feats = features_for(cfg, data.split.test, device, progress, cache)
     if cfg.method in ("firm", "supcon"):
-        return _run_contrastive(cfg, data, train_feats, test_feats, cache, device, progress, out, timer, t_start,
+        return _run_contrastive(cfg, data, train_feats, test_feats, cache, device, progress, folder, timer, t_start,
                                 threads)
     train_data = TrainData(train_feats)
     if cfg.method != "nf":
@@ -176,25 +142,22 @@ def run(cfg: Config, out: str | os.PathLike, progress: bool = True, force: bool 
     flows = build_flows(cfg, [f.shape[1] for f in train_feats], device)
     with timer("train"):
         history = train_flows(flows, train_data, cfg, phase2_objective=make_objective(cfg, len(train_feats)),
-                              run_dir=str(out), device=device, progress=progress,
+                              checkpoint=str(folder.checkpoint), device=device, progress=progress,
                               shared_phase1=phase1_path(cfg, train_feats) if cfg.share_phase1 else None)
-    import torch
-
-    torch.save(flows.state_dict(), out / FLOWS)
+    save_torch(flows.state_dict(), folder.flows)
     with timer("evaluate"):
         ev = evaluate_flows(flows, train_feats, test_feats, data, cfg)
-    return _finish(cfg, data, ev, history.to_list(), timer, t_start, threads, device, out)
+    return _finish(cfg, data, ev, history.to_list(), timer, t_start, threads, device, folder, folder.flows)
 
 
 def _finish(cfg: Config, data: RunData, ev: dict, history: list, timer: Timer, t_start: float, threads: int,
-            device: str, out: Path, **overrides: Any) -> dict[str, Any]:
-    """Assemble results.json (with `overrides`, e.g. other paths), draw the map figure, write both."""
+            device: str, folder, weights: Path) -> dict[str, Any]:
+    """Assemble the results dict and draw the map figure."""
     timer.seconds["total"] = time.perf_counter() - t_start
-    results = {**assemble_results(cfg, data, ev, history, timer.seconds, threads, device, out), **overrides}
+    results = assemble_results(cfg, data, ev, history, timer.seconds, threads, device, folder, weights)
     with timer("figure"):
-        save_map_figure(ev, data, cfg, out / "anomaly_maps.png")
+        save_map_figure(ev, data, cfg, folder.figure)
     results["timings"] = dict(timer.seconds)
-    write_results(results, out)
     return results
 
 
@@ -206,40 +169,15 @@ def phase1_path(cfg: Config, train_feats: list[np.ndarray]) -> str:
 
     h = hashlib.sha256(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in PHASE2_ONLY},
                                   sort_keys=True).encode())
-    h.update(f"phase1-v{PHASE1_FORMAT}".encode())
+    h.update(f"code-{code_fingerprint()}".encode())  # phase-1 training code changed: not reused
     for f in train_feats:
         h.update(str(f.shape).encode() + str(f.dtype).encode())
         h.update(np.ascontiguousarray(f).tobytes())
     return str(Path(cfg.cache_dir) / "phase1" / f"{cfg.category}_s{cfg.seed}_{h.hexdigest()[:16]}.pt")
 
 
-def load_or_run(cfg: Config, runs_root: str | os.PathLike, progress: bool = True) -> tuple[dict[str, Any], Path]:
-    """The chapters' run cache: `runs_root/<run key>` holds each config once; a finished run is loaded, an
-    unfinished one resumes, a missing one is trained. Returns (results, run folder)."""
-    from .ablation import run_key
-
-    cfg = prepare_data(cfg, verbose=False).cfg  # fills the one-class default known type, so keys agree
-    out = Path(runs_root) / run_key(cfg)
-    return run(cfg, out, progress=progress), out
-
-
-def load_flows(run_dir: str | os.PathLike, device: str = "cpu"):
-    """The trained flows and the config of a finished run folder."""
-    import torch
-
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists() or not (run_dir / FLOWS).exists():
-        raise BgadError(f"{run_dir} is not a finished run (needs {CONFIG} and {FLOWS}); run `bgad-mini run` first")
-    cfg = Config.from_dict(json.loads((run_dir / CONFIG).read_text()))
-    state = torch.load(run_dir / FLOWS, map_location=device)
-    channels = [int(state[f"flows.{l}.module_list.0.w_perm"].shape[0]) for l in range(len(cfg.stages))]
-    flows = build_flows(cfg, channels, device)
-    flows.load_state_dict(state)
-    return flows.eval(), cfg
-
-
 def _run_contrastive(cfg: Config, data: RunData, train_feats, test_feats, cache, device: str, progress: bool,
-                     out: Path, timer: Timer, t_start: float, threads: int) -> dict[str, Any]:
+                     folder, timer: Timer, t_start: float, threads: int) -> dict[str, Any]:
     """FIRM / SupCon at patch level: a projection head on frozen features, k-NN scoring (the *Contrastive* chapter)."""
     from .contrastive import contrastive_maps, train_contrastive
 
@@ -249,27 +187,10 @@ def _run_contrastive(cfg: Config, data: RunData, train_feats, test_feats, cache,
         seed_everything(cfg.seed)
         head, history = train_contrastive(cfg.method, normal_images, known_images, known_masks, cfg,
                                           extractor=cache.extractor(cfg.backbone, cfg.stages, device), device=device,
-                                          progress=progress, run_dir=str(out))
+                                          progress=progress, checkpoint=str(folder.head))
     with timer("evaluate"):
         ev = evaluate_maps(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
-    paths = {"results": str(out / RESULTS), "figure": str(out / "anomaly_maps.png"), "flows": str(out / "contrastive.pt")}
-    return _finish(cfg, data, ev, history, timer, t_start, threads, device, out, paths=paths)
-
-
-def load_head(run_dir: str | os.PathLike, device: str = "cpu"):
-    """The trained projection head and the config of a finished FIRM / SupCon run folder."""
-    import torch
-
-    from .contrastive import ProjectionHead
-
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists() or not (run_dir / "contrastive.pt").exists():
-        raise BgadError(f"{run_dir} is not a finished run (needs {CONFIG} and contrastive.pt); run `bgad-mini run` first")
-    cfg = Config.from_dict(json.loads((run_dir / CONFIG).read_text()))
-    state = torch.load(run_dir / "contrastive.pt", map_location=device, weights_only=False)
-    head = ProjectionHead(**state["head_config"]).to(device)
-    head.load_state_dict(state["head"])
-    return head.eval(), cfg
+    return _finish(cfg, data, ev, history, timer, t_start, threads, device, folder, folder.head)
 
 
 def evaluate_maps(maps: np.ndarray, data: RunData, cfg: Config, logliks=None,
@@ -324,7 +245,7 @@ _METRIC_GROUPS = ("metrics", "metrics_seen", "metrics_unseen", "metrics_by_type"
 
 
 def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timings: dict, threads: int,
-                     device: str, out: Path) -> dict[str, Any]:
+                     device: str, folder, weights: Path) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "method": cfg.method,
@@ -356,14 +277,8 @@ def assemble_results(cfg: Config, data: RunData, ev: dict, history: list, timing
         "history": history,
         "config": cfg.to_dict(),
         "versions": package_versions(),
-        "paths": {"results": str(out / RESULTS), "figure": str(out / "anomaly_maps.png"), "flows": str(out / FLOWS)},
+        "paths": {"results": str(folder.results), "figure": str(folder.figure), "flows": str(weights)},
     }
-
-
-def write_results(results: dict, out: Path) -> None:
-    tmp = out / (RESULTS + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out / RESULTS)
 
 
 def save_map_figure(ev: dict, data: RunData, cfg: Config, path: Path) -> None:
@@ -386,20 +301,15 @@ def save_map_figure(ev: dict, data: RunData, cfg: Config, path: Path) -> None:
     plt.close(fig)
 
 
-def reevaluate(run_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
-    """Evaluate a saved run again from its config and final flows; rewrite its results.json."""
-    run_dir = Path(run_dir)
-    saved = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).exists() else {}
-    device = resolve_device(saved.get("device", "auto"))
-    if saved.get("method") in ("firm", "supcon"):
-        head, cfg = load_head(run_dir, device)
-    else:
-        flows, cfg = load_flows(run_dir, device)
-    old = json.loads((run_dir / RESULTS).read_text()) if (run_dir / RESULTS).exists() else {}
+def reevaluate_into(cfg: Config, model, folder, old: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Evaluate a trained `model` (flows, or a FIRM / SupCon head) again; return the new results dict, keeping the
+    history and training timings of `old` (`runs.reevaluate` writes it)."""
+    device = resolve_device(cfg.device)
+    model = model.to(device)
     timer = Timer()
     with timer("data"):
         data = prepare_data(cfg, verbose=False)
-    set_threads(cfg.threads)
+    threads = set_threads(cfg.threads)
     with timer("features"):
         train_feats = features_for(cfg, data.category.train, device, progress)
         test_feats = features_for(cfg, data.split.test, device, progress)
@@ -407,12 +317,11 @@ def reevaluate(run_dir: str | os.PathLike, progress: bool = True) -> dict[str, A
         if cfg.method in ("firm", "supcon"):
             from .contrastive import contrastive_maps
 
-            ev = evaluate_maps(contrastive_maps(head, train_feats, test_feats, cfg, device=device), data, cfg)
+            ev = evaluate_maps(contrastive_maps(model, train_feats, test_feats, cfg, device=device), data, cfg)
         else:
-            ev = evaluate_flows(flows, train_feats, test_feats, data, cfg)
+            ev = evaluate_flows(model, train_feats, test_feats, data, cfg)
+    weights = folder.head if cfg.method in ("firm", "supcon") else folder.flows
     results = assemble_results(cfg, data, ev, old.get("history", []), {**old.get("timings", {}), **{
-        f"reeval_{k}": v for k, v in timer.seconds.items()}}, set_threads(cfg.threads), device, run_dir)
-    results["paths"] = old.get("paths", results["paths"])
-    save_map_figure(ev, data, cfg, run_dir / "anomaly_maps.png")
-    write_results(results, run_dir)
+        f"reeval_{k}": v for k, v in timer.seconds.items()}}, threads, device, folder, weights)
+    save_map_figure(ev, data, cfg, folder.figure)
     return results

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from .config import Config
 from .flow import positional_encoding_2d
 from .losses import ml_loss
-
-CHECKPOINT = "checkpoint.pt"
+from .utils import save_torch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,10 +244,6 @@ def _restore(path: str, flows: torch.nn.Module, optims: list, device: str) -> di
     return state
 
 
-def _save_atomic(state: dict, path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"  # per process: parallel grid jobs may write the same shared file
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def train_flows(
@@ -256,7 +251,7 @@ def train_flows(
     data: TrainData,
     cfg: Config,
     phase2_objective: Objective | None = None,
-    run_dir: str | None = None,
+    checkpoint: str | None = None,
     device: str = "cpu",
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -281,9 +276,7 @@ def train_flows(
     pos = [positional_encoding_2d(cfg.pos_dim, f.shape[2], f.shape[3]).to(device) for f in data.feats]
     history = History()
     start_epoch = 0
-    ckpt_path = os.path.join(run_dir, CHECKPOINT) if run_dir else None
-    if run_dir:
-        os.makedirs(run_dir, exist_ok=True)
+    ckpt_path = checkpoint
 
     if ckpt_path and os.path.exists(ckpt_path):
         state = _restore(ckpt_path, flows, optims, device)
@@ -375,11 +368,11 @@ def train_flows(
         state = {"epoch": epoch, "flows": flows.state_dict(), "optims": [o.state_dict() for o in optims],
                  "history": history.epochs, "rng": _rng_state()}
         if ckpt_path:
-            _save_atomic({**state, "objective": phase2_objective.state_dict()
+            save_torch({**state, "objective": phase2_objective.state_dict()
                           if hasattr(phase2_objective, "state_dict") else {}}, ckpt_path)
         if epoch == share_epoch and not os.path.exists(shared_phase1):
             os.makedirs(os.path.dirname(shared_phase1) or ".", exist_ok=True)
-            _save_atomic(state, shared_phase1)
+            save_torch(state, shared_phase1)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     flows.eval()

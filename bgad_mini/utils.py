@@ -1,13 +1,17 @@
 """Small shared helpers: seeding, device choice, thread budget, timing and memory."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import resource
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -67,3 +71,45 @@ class Timer:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`, on error remove it.
+
+    Readers (and parallel jobs writing the same file) never see half a file. Every file that a run, the
+    feature cache or a download finishes is written through this one routine.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """`obj` as indented JSON, written atomically."""
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` through `atomic_write`."""
+    import torch
+
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)

@@ -103,7 +103,7 @@ def plot_mask_areas(areas: dict[str, Sequence[float]]):
     return fig
 
 
-# --- ablation charts (the *Ablations* chapter; rows are dicts from `ablation.summarize`) ----------------------
+# --- ablation charts (the *Ablations* chapter; rows are dicts from `summary.summarize`) -----------------------
 _PARAM_NAMES = {"beta": "β (normal-boundary quantile)", "tau": "τ (margin)", "lambda": "λ (BG-SPP weight)",
                 "boundary": "boundary scope", "n_known": "N known anomalies"}
 _METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pro": "PRO"}

@@ -1,7 +1,7 @@
 """Ablation grids and `bgad-mini ablate` / `reproduce`: expansion, run keys, reuse, parallel jobs, failures,
 CSV contents, plots, one real smoke `nf` grid, and the paper's transcribed numbers.
 
-Most tests use `fake_run`, a stand-in for `pipeline.run` that writes a results.json with known numbers in
+Most tests use `fake_run`, a stand-in for `runs.load_or_run` that writes a results.json with known numbers in
 milliseconds; one test trains for real on the smoke synthetic dataset.
 """
 from __future__ import annotations
@@ -17,17 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from bgad_mini import ablation, paper_tables as pt, pipeline
-from bgad_mini.ablation import collect, expand_grid, run_grid, run_key, summarize, write_outputs
+from bgad_mini import grid, paper_tables as pt, reproduce as rp, runs, summary as sm
+from bgad_mini.config import METHOD_PARAMS, METHODS, RELEVANT_PARAMS
+from bgad_mini.grid import expand_grid, run_grid
+from bgad_mini.runs import run_key
+from bgad_mini.summary import collect, summarize, write_outputs
 from bgad_mini.cli import main
 from bgad_mini.config import Config
 from bgad_mini.errors import BgadError
 
-SEED_001 = sorted(Path("/work/shared/seeds").glob("001_*.txt")) if Path("/work/shared/seeds").is_dir() else []
+#: The tables of seed 001 (the BGAD source document), kept verbatim so the transcription test runs anywhere.
+SEED_001_TABLES = Path(__file__).parent / "data" / "seed001_tables.txt"
 
 
 # ----------------------------------------------------------------------------------------------
-# A fake pipeline.run with known numbers (module level: picklable for spawned workers)
+# A fake runs.load_or_run with known numbers (module level: picklable for spawned workers)
 # ----------------------------------------------------------------------------------------------
 def fake_metrics(cfg: Config) -> dict:
     """image AUROC 0.5 + 0.1·seed, pixel 0.6 + 0.05·seed, PRO 0.3 + beta + 0.01·n_known."""
@@ -45,7 +49,7 @@ def fake_run(cfg: Config, out, progress: bool = False) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
-    if cfg_path.exists() and json.loads(cfg_path.read_text()) != cfg.to_dict():  # as pipeline._check_run_dir
+    if cfg_path.exists() and json.loads(cfg_path.read_text()) != cfg.to_dict():  # as runs._check_config
         raise BgadError(f"run folder {out} holds a run with a different config")
     if cfg.extra.get("fail_seed") == cfg.seed:
         raise BgadError(f"boom on seed {cfg.seed}\nsecond line")
@@ -60,6 +64,7 @@ def fake_run(cfg: Config, out, progress: bool = False) -> dict:
         "metrics": m, "metrics_seen": {k: min(1.0, v + 0.2) for k, v in m.items()},
         "metrics_unseen": {k: v - 0.1 for k, v in m.items()} if one else None, "metrics_by_type": {},
         "timings": {"total": 2.0 + cfg.seed}, "config": cfg.to_dict(),
+        "identity": json.loads(json.dumps(runs.identity(cfg), default=str)),  # what runs.finished compares
         "worker": {"pid": os.getpid(), "omp": os.environ.get("OMP_NUM_THREADS"), "threads": cfg.threads},
     }
     if not cfg.extra.get("no_official"):  # a results.json of an older bgad_mini has no official score
@@ -107,8 +112,8 @@ def test_grid_counts_and_collapsing_of_axes_a_method_ignores():
 
 def test_relevant_params_name_config_fields():
     fields = set(Config.__dataclass_fields__)
-    assert set(ablation.RELEVANT_PARAMS) == set(ablation.METHODS)
-    assert ablation.METHOD_PARAMS <= fields, ablation.METHOD_PARAMS - fields  # a renamed field would slip through
+    assert set(RELEVANT_PARAMS) == set(METHODS)
+    assert METHOD_PARAMS <= fields, METHOD_PARAMS - fields  # a renamed field would slip through
     cfgs = expand_grid(methods=("nf", "bgad", "firm"), seeds=(0,), base=base_cfg(), check_data=False,
                        known_types=("crack",), grid={"temperature": [0.1, 0.2], "contrastive_epochs": [1, 2]})
     assert [c.method for c in cfgs].count("firm") == 4 and len(cfgs) == 6
@@ -147,7 +152,7 @@ def test_cli_bad_input_exits_2_with_one_line(capsys, tiny_root):
 
 
 def test_parse_grid():
-    assert ablation.parse_grid(["beta=0.01,0.05", "boundary=batch,epoch", "beta=0.1"]) == {
+    assert grid.parse_grid(["beta=0.01,0.05", "boundary=batch,epoch", "beta=0.1"]) == {
         "beta": ["0.01", "0.05", "0.1"], "boundary": ["batch", "epoch"]}
 
 
@@ -163,7 +168,7 @@ def test_run_keys_are_readable_stable_and_ignore_runtime_fields():
     assert run_key(cfg.with_overrides(setting="multi-class", known_types=())).startswith("bgad_brick_multi_s0_")
     assert run_key(cfg.with_overrides(known_types=("hole", "stain"))).startswith("bgad_brick_hole+stain_s0_")
     # the same in a fresh interpreter (no dependence on hash randomisation or process state)
-    code = ("from bgad_mini.config import Config; from bgad_mini.ablation import run_key; "
+    code = ("from bgad_mini.config import Config; from bgad_mini.runs import run_key; "
             "print(run_key(Config.from_profile('smoke', data_root='nowhere', method='bgad', category='brick', "
             "known_types=('crack',), seed=0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -173,10 +178,10 @@ def test_run_keys_are_readable_stable_and_ignore_runtime_fields():
 
 def test_threads_per_job(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert [ablation.threads_per_job(j, cores=2) for j in (1, 2, 3)] == [2, 1, 1]
-    assert ablation.threads_per_job(2, cores=8) == 4
+    assert [grid.threads_per_job(j, cores=2) for j in (1, 2, 3)] == [2, 1, 1]
+    assert grid.threads_per_job(2, cores=8) == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert ablation.threads_per_job(1, cores=2) == 1
+    assert grid.threads_per_job(1, cores=2) == 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,7 +193,7 @@ def _grid(n_seeds=2, **kw):
 
 
 def test_finished_runs_are_reused_without_new_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(grid, "_load_or_run", fake_run)
     cfgs = _grid()
     recs = run_grid(cfgs, tmp_path, progress=False)
     assert [r["status"] for r in recs] == ["trained"] * 4 and len(calls(tmp_path)) == 4
@@ -202,14 +207,14 @@ def test_finished_runs_are_reused_without_new_training(tmp_path, monkeypatch):
     assert [r["status"] for r in recs3].count("trained") == 2 and len(calls(tmp_path)) == 6
 
 
-def test_an_interrupted_run_with_other_threads_is_resumed_not_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "run", fake_run)
-    cfg = _grid(n_seeds=1)[0]
-    run_dir = tmp_path / "runs" / run_key(cfg)
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.with_overrides(threads=7, cache_dir="old").to_dict()))
-    rec = run_grid([cfg], tmp_path, progress=False)[0]
-    assert rec["status"] == "trained", rec["error"]
+def test_a_run_folder_saved_with_other_threads_is_resumed_and_another_config_refused(tmp_path):
+    cfg = next(c for c in _grid(n_seeds=1) if c.method == "bgad")
+    folder = runs.RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    folder.config.write_text(json.dumps(cfg.with_overrides(threads=7, cache_dir="old").to_dict()))
+    runs._check_config(folder, cfg)  # runtime fields differ only: the same run
+    with pytest.raises(BgadError, match=r"different config \(beta\)"):
+        runs._check_config(folder, cfg.with_overrides(beta=0.5))
 
 
 def test_parallel_jobs_in_separate_processes_with_a_thread_budget(tmp_path):
@@ -217,9 +222,9 @@ def test_parallel_jobs_in_separate_processes_with_a_thread_budget(tmp_path):
     recs = run_grid(cfgs, tmp_path, jobs=2, progress=False, runner=fake_run)
     assert [r["status"] for r in recs] == ["trained"] * 4, [r["error"] for r in recs]
     workers = [r["results"]["worker"] for r in recs]
-    per_job = ablation.threads_per_job(2)
+    per_job = grid.threads_per_job(2)
     assert all(w["threads"] == per_job and w["omp"] == str(per_job) for w in workers)
-    assert 2 * per_job <= max(2, ablation.available_cores())
+    assert 2 * per_job <= max(2, grid.available_cores())
     assert os.getpid() not in {w["pid"] for w in workers}
     assert len(calls(tmp_path)) == 4
 
@@ -241,7 +246,7 @@ def test_cli_exit_code_1_when_a_job_fails(tmp_path, monkeypatch, capsys, tiny_ro
             raise RuntimeError("out of patience")
         return fake_run(cfg, out, progress)
 
-    monkeypatch.setattr(pipeline, "run", failing)
+    monkeypatch.setattr(grid, "_load_or_run", failing)
     code = main(["ablate", "--data-root", str(tiny_root), "--categories", "widget", "--methods", "nf",
                  "--seeds", "0", "1", "--profile", "smoke", "--out", str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
@@ -255,7 +260,7 @@ def test_cli_exit_code_1_when_a_job_fails(tmp_path, monkeypatch, capsys, tiny_ro
 # results.csv, summary.csv, plots
 # ----------------------------------------------------------------------------------------------
 def test_results_and_summary_csv_hold_the_right_numbers(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(grid, "_load_or_run", fake_run)
     cfgs = _grid(n_seeds=3, grid={"beta": [0.01, 0.05]})
     run_grid(cfgs, tmp_path, progress=False)
     rows = collect(tmp_path, cfgs)
@@ -290,32 +295,32 @@ def test_results_and_summary_csv_hold_the_right_numbers(tmp_path, monkeypatch):
 
 def test_one_at_a_time_grid_and_axis_rows(tmp_path, monkeypatch):
     """Σ values runs, not Π; axis_rows finds each axis with the rest at the base, and the base runs."""
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(grid, "_load_or_run", fake_run)
     base = base_cfg(category="brick", known_types=("crack",), n_known=2)
     axes = {"beta": [0.01, 0.1, 0.2], "tau": [0.0, 0.1], "n_known": [1, 2], "boundary": ["batch", "epoch"]}
-    cfgs = ablation.one_at_a_time(base, axes, method="bgad", known_types=[("crack",)], check_data=False)
+    cfgs = grid.one_at_a_time(base, axes, method="bgad", known_types=[("crack",)], check_data=False)
     # the base (β .01, τ .1, N 2, batch) once, plus 2 + 1 + 1 + 1 other values
     assert len(cfgs) == 1 + 2 + 1 + 1 + 1
-    cfgs = ablation.dedupe(cfgs + expand_grid(methods=("nf", "bgad"), seeds=(0, 1), base=base,
+    cfgs = grid.dedupe(cfgs + expand_grid(methods=("nf", "bgad"), seeds=(0, 1), base=base,
                                               known_types=[("crack",)], check_data=False))
     assert len(cfgs) == 6 + 1 + 2  # nf seeds 0, 1 and bgad seed 1 are new; bgad seed 0 is the base again
     run_grid(cfgs, tmp_path, progress=False, runs_dir=tmp_path / "cache")
     assert not (tmp_path / "runs").exists() and len(list((tmp_path / "cache").iterdir())) == 9
     summary = summarize(collect(tmp_path, runs_dir=tmp_path / "cache"))
-    betas = ablation.axis_rows(summary, base, "bgad", "beta")
+    betas = sm.axis_rows(summary, base, "bgad", "beta")
     assert [r["beta"] for r in betas] == [0.01, 0.1, 0.2]
     # fake PRO = 0.3 + beta + 0.01 N, mean over the seeds present (the base has seeds 0 and 1)
     assert [r["pro_mean"] for r in betas] == pytest.approx([0.33, 0.42, 0.52])
     assert [r["n_seeds"] for r in betas] == [2, 1, 1]
-    assert [r["n_known"] for r in ablation.axis_rows(summary, base, "bgad", "n_known")] == [1, 2]
-    assert [r["boundary"] for r in ablation.axis_rows(summary, base, "bgad", "boundary")] == ["batch", "epoch"]
-    (nf,) = ablation.axis_rows(summary, base, "nf", "")
+    assert [r["n_known"] for r in sm.axis_rows(summary, base, "bgad", "n_known")] == [1, 2]
+    assert [r["boundary"] for r in sm.axis_rows(summary, base, "bgad", "boundary")] == ["batch", "epoch"]
+    (nf,) = sm.axis_rows(summary, base, "nf", "")
     assert nf["n_seeds"] == 2 and nf["pro_mean"] == pytest.approx(0.33)
-    assert ablation.axis_rows(summary, base.with_overrides(tau=0.5), "bgad", "beta") == []
+    assert sm.axis_rows(summary, base.with_overrides(tau=0.5), "bgad", "beta") == []
 
     from bgad_mini import viz
 
-    panels = {c: ablation.axis_rows(summary, base, "bgad", c) for c in ("beta", "tau", "n_known", "boundary")}
+    panels = {c: sm.axis_rows(summary, base, "bgad", c) for c in ("beta", "tau", "n_known", "boundary")}
     fig = viz.plot_one_at_a_time(panels, "pro", {"beta": 0.01, "tau": 0.1, "n_known": 2, "boundary": "batch"},
                                  references={"NF": nf["pro_mean"]}, noise=0.01)
     ax = fig.axes[0]
@@ -326,7 +331,7 @@ def test_one_at_a_time_grid_and_axis_rows(tmp_path, monkeypatch):
 
 
 def test_standard_plots_are_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(grid, "_load_or_run", fake_run)
     cfgs = _grid(n_seeds=2, grid={"beta": [0.01, 0.05], "tau": [0.1, 0.3], "n_known": [1, 2],
                                   "boundary": ["batch", "epoch"]})
     cfgs += expand_grid(methods=("bgad",), settings=("multi-class",), categories=("brick",), seeds=(0, 1),
@@ -374,7 +379,7 @@ def test_real_smoke_nf_ablation_through_the_cli(smoke_root, tmp_path, capsys):
     for r in rows:
         assert 0.0 <= float(r["image_auroc"]) <= 1.0 and 0.0 <= float(r["unseen_pro"]) <= 1.0
         res = json.loads((Path(r["run_dir"]) / "results.json").read_text())
-        assert res["config"]["threads"] == ablation.threads_per_job(1)
+        assert res["config"]["threads"] == grid.threads_per_job(1)
     summ = list(csv.DictReader(open(tmp_path / "abl" / "summary.csv")))
     assert len(summ) == 1 and summ[0]["n_seeds"] == "2" and summ[0]["image_auroc_std"] != ""
     assert (tmp_path / "abl" / "plots" / "seen_unseen_one-class_brick.png").exists()
@@ -397,7 +402,7 @@ def fake_mvtec(smoke_root, tmp_path) -> Path:
 
 
 def test_reproduce_writes_tables_with_the_papers_numbers_labelled(fake_mvtec, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(grid, "_load_or_run", fake_run)
     out = tmp_path / "rep"
     argv = ["reproduce", "--data-root", str(fake_mvtec), "--profile", "paper", "--out", str(out),
             "--seeds", "0", "1", "--no-progress"]
@@ -447,8 +452,8 @@ def test_reproduce_writes_tables_with_the_papers_numbers_labelled(fake_mvtec, tm
 def test_reproduce_tables_on_btad_products_use_the_btad_table():
     summary = [{"method": "bgad", "category": c, "setting": "multi-class", "known_types": "", "n_known": 10,
                 "n_seeds": 1, "seeds": "0", "image_auroc_mean": 0.9, "pixel_auroc_mean": 0.95, "pro_mean": 0.7,
-                "score": ablation.SCORE_OFFICIAL} for c in ("01", "02", "03")]
-    md, multi, one = ablation.reproduce_tables(summary)
+                "score": sm.SCORE_OFFICIAL} for c in ("01", "02", "03")]
+    md, multi, one = rp.reproduce_tables(summary)
     assert "paper (Yao et al. 2023, BTAD table) BGAD: pixel AUROC / PRO" in md and "Table 1" not in md
     assert "| 02 | 0.900 | 0.950 / 0.700 | 0.979 ± 0.0018 / 0.648 ± 0.0173 |" in md
     assert "0.986 ± 0.0015 / 0.824 ± 0.0163 (printed mean)" in md
@@ -459,35 +464,35 @@ def test_reproduce_tables_on_btad_products_use_the_btad_table():
 def test_official_score_rows_and_the_labelled_fallback(tmp_path):
     cfg = base_cfg(method="bgad", category="carpet", setting="one-class", known_types=("color",), seed=0)
     res = fake_run(cfg, tmp_path / "runs" / "a")
-    row = ablation.results_row(res, score="official")
-    assert row["score"] == ablation.SCORE_OFFICIAL
+    row = sm.results_row(res, score="official")
+    assert row["score"] == sm.SCORE_OFFICIAL
     assert (row["image_auroc"], row["pro"]) == (res["metrics_official"]["image_auroc"],
                                                 res["metrics_official"]["pro_official_style"])
     assert row["unseen_pro"] == res["metrics_official_unseen"]["pro_official_style"]
-    assert ablation.results_row(res)["pro"] == res["metrics"]["pro"] and "score" not in ablation.results_row(res)
+    assert sm.results_row(res)["pro"] == res["metrics"]["pro"] and "score" not in sm.results_row(res)
     with pytest.raises(BgadError, match="unknown score"):
-        ablation.results_row(res, score="transductive")
+        sm.results_row(res, score="transductive")
     # a results.json without metrics_official: the default score, and the table says so (‡ and a note)
     old = fake_run(cfg.with_overrides(extra={"no_official": True}), tmp_path / "runs" / "b")
-    row = ablation.results_row(old, score="official")
-    assert row["score"] == ablation.SCORE_FALLBACK and row["pro"] == old["metrics"]["pro"]
+    row = sm.results_row(old, score="official")
+    assert row["score"] == sm.SCORE_FALLBACK and row["pro"] == old["metrics"]["pro"]
     summary = summarize([dict(row, seed=0), dict(row, seed=1)])
-    md, _, one = ablation.reproduce_tables(summary)
+    md, _, one = rp.reproduce_tables(summary)
     color = next(l for l in md.splitlines() if l.startswith("| carpet | color |"))
     assert color.count("‡") == 3 and "‡ Not the official score, official-style PRO" in md
-    assert one[0]["ours_bgad_score"] == ablation.SCORE_FALLBACK
+    assert one[0]["ours_bgad_score"] == sm.SCORE_FALLBACK
 
 
 def test_reproduce_configs_and_errors(fake_mvtec, tmp_path):
-    cfgs = ablation.reproduce_configs(str(fake_mvtec), "paper", categories=["tile", "carpet"])
+    cfgs = rp.reproduce_configs(str(fake_mvtec), "paper", categories=["tile", "carpet"])
     assert [c.category for c in cfgs if c.setting == "multi-class"] == ["carpet", "tile"]
     assert all(c.method == "bgad" and c.n_known == 10 and c.backbone == "tf_efficientnet_b6" for c in cfgs)
     assert sorted(c.known_types[0] for c in cfgs if c.setting == "one-class") == [
         "color", "foreign", "hole", "misplaced", "missing", "scratch", "stain"]
     with pytest.raises(BgadError, match="not under"):
-        ablation.reproduce_configs(str(fake_mvtec), categories=["bottle"])
+        rp.reproduce_configs(str(fake_mvtec), categories=["bottle"])
     with pytest.raises(BgadError, match="no categories"):
-        ablation.reproduce_configs(str(tmp_path / "empty"))
+        rp.reproduce_configs(str(tmp_path / "empty"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,10 +535,9 @@ def test_paper_tables_are_self_consistent():
     assert pt.HARD_SUBSETS["mvtecad"]["NFAD"]["image_auroc"] == pt.MVTEC_IMAGE_MEAN["NFAD"]
 
 
-@pytest.mark.skipif(not SEED_001, reason="seed 001 text not available")
 def test_table1_transcription_matches_the_seed_text():
     """Every NFAD / BGAD w/o / BGAD cell of Table 1 against seed 001's text (first table in the file)."""
-    text = SEED_001[0].read_text()
+    text = SEED_001_TABLES.read_text()
     names = {c: c.replace("_", " ").capitalize() for c in pt.MVTEC_ORDER}
     for cat, shown in names.items():
         line = next(l for l in text.splitlines() if re.match(rf"^(\S*\t)?\t?{shown}\t", l))

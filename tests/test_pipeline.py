@@ -77,7 +77,8 @@ def test_both_scores_are_recomputed_from_the_saved_flows(first_run):
     from bgad_mini.evaluate import (anomaly_maps, evaluate, image_scores, inductive_maps, score_reference,
                                     smooth_maps)
     from bgad_mini.flow import level_log_likelihoods
-    from bgad_mini.pipeline import features_for, load_flows, prepare_data
+    from bgad_mini.pipeline import features_for, prepare_data
+    from bgad_mini.runs import load_flows
     from bgad_mini.data import load_items
 
     base, res = first_run

@@ -94,7 +94,7 @@ def test_phase1_raises_the_likelihood_of_normal_patches(tmp_path):
     feats = _toy()
     flows = ConditionalFlows([4, 8], cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha)
     before = _mean_loglik(flows, feats, cfg)
-    hist = train_flows(flows, TrainData(feats), cfg, run_dir=str(tmp_path), progress=False)
+    hist = train_flows(flows, TrainData(feats), cfg, checkpoint=str(tmp_path / "checkpoint.pt"), progress=False)
     after = _mean_loglik(flows, feats, cfg)
     assert len(hist.epochs) == 6 and all(r["phase"] == 1 for r in hist.epochs)
     assert all(a > b + 0.05 for a, b in zip(after, before)), (before, after)
@@ -108,7 +108,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     torch.manual_seed(0)
     full = ConditionalFlows([4, 8], cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha)
     init = {k: v.clone() for k, v in full.state_dict().items()}
-    train_flows(full, TrainData(feats), cfg, run_dir=str(tmp_path / "a"), progress=False)
+    train_flows(full, TrainData(feats), cfg, checkpoint=str(tmp_path / "a" / "checkpoint.pt"), progress=False)
 
     class Stop(Exception):
         pass
@@ -120,9 +120,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     part = ConditionalFlows([4, 8], cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha)
     part.load_state_dict(init)
     with pytest.raises(Stop):
-        train_flows(part, TrainData(feats), cfg, run_dir=str(tmp_path / "b"), progress=False, on_epoch_end=stop_after_two)
+        train_flows(part, TrainData(feats), cfg, checkpoint=str(tmp_path / "b" / "checkpoint.pt"), progress=False, on_epoch_end=stop_after_two)
     resumed = ConditionalFlows([4, 8], cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha)
-    hist = train_flows(resumed, TrainData(feats), cfg, run_dir=str(tmp_path / "b"), progress=False)
+    hist = train_flows(resumed, TrainData(feats), cfg, checkpoint=str(tmp_path / "b" / "checkpoint.pt"), progress=False)
     assert [r["epoch"] for r in hist.epochs] == [0, 1, 2, 3]
     for k, v in full.state_dict().items():
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k

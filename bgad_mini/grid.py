@@ -1,0 +1,327 @@
+"""Ablation grids: expand a grid of runs and run it, in parallel, reusing every finished run.
+
+    configs = expand_grid(methods=("nf", "bgad"), categories=("brick",), known_types=("crack",), seeds=(0, 1, 2),
+                          grid={"beta": (0.01, 0.05)}, profile="book")
+    records = run_grid(configs, "runs/ablate", jobs=2)     # out/runs/<key>/results.json, reused when present
+
+Each run lives in `out/runs/<run_key>` (`runs`: the key covers the config, the code and the data), so rerunning a
+grid after an interruption, or after a code change, runs only what is missing or stale. Parallel jobs are
+separate processes, each with `max(1, cores // jobs)` torch threads (jobs × threads ≤ cores: see
+`reference/cpu_measurements.md` for the 5–35x slow-down of oversubscription). `summary` collects and tabulates.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .config import ALIASES, METHOD_PARAMS, METHODS, RELEVANT_PARAMS, RUNTIME_FIELDS, SETTINGS, Config
+from .data import read_category
+from .errors import BgadError
+from .runs import RUNS, RunFolder, finished, load_or_run, run_key
+
+#: Fields with their own flag (--methods, --settings, ...), so not allowed as --grid axes.
+STRUCTURAL = {"method": "--methods", "setting": "--settings", "category": "--categories",
+              "known_types": "--known-types", "seed": "--seeds", "profile": "--profile", "data_root": "--data-root"}
+
+# ----------------------------------------------------------------------------------------------
+# Grid expansion
+# ----------------------------------------------------------------------------------------------
+def parse_grid(items: Iterable[str]) -> dict[str, list[str]]:
+    """`["beta=0.01,0.05", "boundary=batch,epoch"]` -> `{"beta": ["0.01", "0.05"], ...}` (values typed later)."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise BgadError(f"--grid expects key=v1,v2,..., got {item!r}; e.g. --grid beta=0.01,0.05")
+        key, values = item.split("=", 1)
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not vals:
+            raise BgadError(f"--grid {key.strip()} has no values; e.g. --grid {key.strip()}=0.01,0.05")
+        grid.setdefault(key.strip(), []).extend(vals)
+    return grid
+
+
+def _grid_field(key: str) -> str:
+    """The Config field a grid key names (aliases such as lambda -> lam), or a one-line BgadError."""
+    field = ALIASES.get(key, key)
+    if field in STRUCTURAL:
+        raise BgadError(f"{key!r} is not a --grid axis; use {STRUCTURAL[field]}")
+    if field in RUNTIME_FIELDS:
+        raise BgadError(f"{key!r} is not a --grid axis: it does not change results (threads follow --jobs)")
+    known = set(Config.__dataclass_fields__) - set(STRUCTURAL) - set(RUNTIME_FIELDS) - {"extra"}
+    if field not in known:
+        raise BgadError(f"unknown grid key {key!r}; grid keys are Config fields, e.g. beta, tau, lambda, boundary, "
+                        f"n_known (all: {', '.join(sorted(known))})")
+    return field
+
+
+def _known_type_sets(known_types: Iterable[str | Sequence[str]] | None) -> list[tuple[str, ...]]:
+    """Each entry is one run's seen types: "crack", "crack,hole" (two seen types) or a tuple."""
+    if not known_types:
+        return [()]
+    out: list[tuple[str, ...]] = []
+    for entry in known_types:
+        parts = entry.replace("+", ",").split(",") if isinstance(entry, str) else list(entry)
+        types = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
+        if types and types not in out:
+            out.append(types)
+    return out or [()]
+
+
+def expand_grid(
+    methods: Sequence[str] = ("nf",),
+    settings: Sequence[str] = ("one-class",),
+    categories: Sequence[str] | None = None,
+    known_types: Iterable[str | Sequence[str]] | None = None,
+    seeds: Sequence[int] = (0,),
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    profile: str = "book",
+    data_root: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base: Config | None = None,
+    check_data: bool = True,
+) -> list[Config]:
+    """The cartesian product methods × settings × known types × categories × seeds × grid axes, as Configs.
+
+    `base` (or the `profile` with `data_root` and `overrides`, e.g. from --set) gives every other field.
+    Known types apply to the one-class setting only (multi-class runs ignore them); each entry is one run's
+    seen type(s). Grid axes over method-specific fields that a method does not read (`RELEVANT_PARAMS`) are
+    collapsed to the base value for that method, and identical configs are kept once (order preserved).
+    `check_data` reads each category's defect types (file names only) to catch a missing category or an
+    unknown known type before any run starts, and fills the one-class default (the first type) when no known
+    type is given. Raises a one-line BgadError on an unknown method, setting or grid key.
+    """
+    for m in methods:
+        if m not in METHODS:
+            raise BgadError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    for s in settings:
+        if s not in SETTINGS:
+            raise BgadError(f"unknown setting {s!r}; choose from {', '.join(SETTINGS)}")
+    if not methods or not settings or not seeds:
+        raise BgadError("a grid needs at least one method, one setting and one seed")
+    if base is None:
+        ov = dict(overrides or {})
+        if data_root is not None:
+            ov["data_root"] = data_root
+        base = Config.from_profile(profile, **ov)
+    categories = list(categories) if categories else [base.category]
+    axes: list[tuple[str, list[Any]]] = []
+    for key, values in (grid or {}).items():
+        values = list(values)
+        if not values:
+            raise BgadError(f"grid axis {key!r} has no values")
+        field = _grid_field(key)
+        # typed and checked once, whichever methods use the axis (a bad value fails even if collapsed)
+        typed = list(dict.fromkeys(getattr(base.with_overrides(**{field: v}), field) for v in values))
+        axes.append((field, typed))
+    type_sets = _known_type_sets(known_types)
+    defect_types = _defect_types(base.data_root, categories) if check_data else {}
+
+    configs: list[Config] = []
+    seen: set[str] = set()
+    for method in methods:
+        relevant = set(RELEVANT_PARAMS[method])
+        m_axes = [(f, vals if (f not in METHOD_PARAMS or f in relevant) else [getattr(base, f)]) for f, vals in axes]
+        for setting in settings:
+            for types in (type_sets if setting == "one-class" else [()]):
+                for category in categories:
+                    types_c = types
+                    if setting == "one-class" and check_data:
+                        types_c = _check_types(category, types, defect_types[category])
+                    for seed in seeds:
+                        for combo in itertools.product(*[vals for _, vals in m_axes]):
+                            ov = {"method": method, "setting": setting, "known_types": types_c,
+                                  "category": category, "seed": int(seed)}
+                            ov.update({f: v for (f, _), v in zip(m_axes, combo)})
+                            cfg = base.with_overrides(**ov)
+                            key = run_key(cfg)
+                            if key not in seen:
+                                seen.add(key)
+                                configs.append(cfg)
+    return configs
+
+
+def _defect_types(data_root: str, categories: Sequence[str]) -> dict[str, list[str]]:
+    return {c: read_category(data_root, c, check_sizes=False).defect_types for c in dict.fromkeys(categories)}
+
+
+def _check_types(category: str, types: tuple[str, ...], found: list[str]) -> tuple[str, ...]:
+    if not types:
+        if not found:
+            raise BgadError(f"category {category!r} has no defect types to draw known anomalies from")
+        return (found[0],)
+    missing = [t for t in types if t not in found]
+    if missing:
+        raise BgadError(f"known type(s) {', '.join(missing)} not in category {category!r}; types found: "
+                        f"{', '.join(found)}")
+    return types
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------------
+def available_cores() -> int:
+    """Cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    """max(1, cores // jobs), and never more than a user's OMP_NUM_THREADS: jobs × threads ≤ cores."""
+    per = max(1, (cores or available_cores()) // max(1, jobs))
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    if cap.isdigit() and int(cap) > 0:
+        per = min(per, int(cap))
+    return per
+
+
+def _set_thread_env(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _load_or_run(cfg: Config, run_dir: str, progress: bool = False) -> dict:
+    return load_or_run(cfg, run_dir, progress=progress).results
+
+
+def _run_one(cfg_dict: dict, run_dir: str, threads: int, runner: Callable | None, in_worker: bool) -> dict:
+    """One job (in a worker process, or in this one when jobs = 1): never raises, reports failure instead."""
+    if in_worker:
+        _set_thread_env(threads)  # before this process imports torch (the pipeline imports it lazily)
+    start = time.perf_counter()
+    out = Path(run_dir)
+    try:
+        cfg = Config.from_dict(cfg_dict).with_overrides(threads=threads)
+        out.mkdir(parents=True, exist_ok=True)
+        results = (runner or _load_or_run)(cfg, str(out), progress=False)
+        return {"status": "trained", "results": results, "error": None, "seconds": time.perf_counter() - start,
+                "pid": os.getpid()}
+    except BaseException as exc:  # noqa: BLE001 - one job's failure must not stop the others
+        if isinstance(exc, KeyboardInterrupt) and not in_worker:
+            raise
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            RunFolder(out).error.write_text(traceback.format_exc())
+        except OSError:
+            pass
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        return {"status": "failed", "results": None, "error": f"{type(exc).__name__}: {msg}",
+                "seconds": time.perf_counter() - start, "pid": os.getpid()}
+
+
+def _init_worker(threads: int) -> None:
+    _set_thread_env(threads)
+
+
+def _fmt_metrics(m: Mapping[str, Any] | None) -> str:
+    if not m:
+        return "n/a"
+    return " ".join(f"{k.replace('_auroc', '')}={'n/a' if v is None else f'{v:.3f}'}" for k, v in m.items())
+
+
+def dedupe(configs: Iterable[Config]) -> list[Config]:
+    """`configs` without repeats (same run key), first occurrence kept."""
+    out: dict[str, Config] = {}
+    for cfg in configs:
+        out.setdefault(run_key(cfg), cfg)
+    return list(out.values())
+
+
+def one_at_a_time(base: Config, axes: Mapping[str, Sequence[Any]], method: str = "bgad", seeds: Sequence[int] = (0,),
+                  known_types: Iterable[str | Sequence[str]] | None = None, check_data: bool = True) -> list[Config]:
+    """`method` at `base`, then each axis's values with every other setting held at `base`.
+
+    The cheap sensitivity grid of the *Ablations* chapter: Σ (values per axis) runs instead of the Π of a full
+    `expand_grid` product. Axes are grid keys (`beta`, `tau`, `lambda`, `boundary`, `n_known`, any Config field).
+    """
+    kw = dict(methods=(method,), seeds=seeds, base=base, known_types=known_types, check_data=check_data)
+    configs = expand_grid(**kw)
+    for key, values in axes.items():
+        configs += expand_grid(grid={key: values}, **kw)
+    return dedupe(configs)
+
+
+def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, progress: bool = True,
+             runner: Callable | None = None, mp_context: str = "spawn", runs_dir: str | os.PathLike | None = None
+             ) -> list[dict]:
+    """Run every config into `out/runs/<run_key>` (or `runs_dir/<run_key>`: the chapters' run cache), reusing
+    finished runs; return one record per config, in order.
+
+    A record is {"key", "run_dir", "config" (Config), "status" ("reused" | "trained" | "failed"), "error"
+    (one line or None), "seconds", "results" (the results dict or None)}. With `jobs` > 1 the missing runs go
+    to a `ProcessPoolExecutor` (`mp_context`, default spawn: safe with torch) of min(jobs, missing) processes,
+    each with OMP_NUM_THREADS and `cfg.threads` = max(1, cores // processes); with jobs = 1 they run here, one
+    after another. A failing job is reported in one line (traceback in its `error.txt`) and the others go on.
+    `runner(cfg, run_dir, progress=False)` replaces `runs.load_or_run` (it must be picklable when jobs > 1).
+    """
+    if jobs < 1:
+        raise BgadError(f"--jobs must be >= 1, got {jobs}")
+    runs = Path(runs_dir) if runs_dir is not None else Path(out) / RUNS
+    runs.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    todo: list[int] = []
+    for cfg in configs:
+        key = run_key(cfg)
+        run_dir = runs / key
+        done = finished(run_dir, cfg)
+        records.append({"key": key, "run_dir": str(run_dir), "config": cfg, "status": "reused" if done else None,
+                        "error": None, "seconds": 0.0, "results": done})
+        if done is None:
+            todo.append(len(records) - 1)
+    n_reused = len(records) - len(todo)
+    workers = min(jobs, len(todo)) if todo else 0
+    threads = threads_per_job(max(1, workers))
+
+    from tqdm.auto import tqdm
+
+    def say(line: str) -> None:
+        if progress:
+            tqdm.write(line, file=sys.stderr)  # beside the bar (stderr); the final report goes to stdout
+
+    if progress:
+        print(f"{len(records)} runs: {n_reused} finished (reused), {len(todo)} to run"
+              + (f" in {workers} processes × {threads} threads" if todo else ""), file=sys.stderr)
+    bar = tqdm(total=len(todo), disable=not progress or not todo, unit="run", desc="ablation", file=sys.stderr)
+
+    def finish(i: int, outcome: dict) -> None:
+        rec = records[i]
+        rec.update({k: outcome[k] for k in ("status", "error", "seconds", "results")})
+        if rec["status"] == "failed":
+            say(f"FAILED {rec['key']}: {rec['error']} (traceback: {RunFolder(rec['run_dir']).error})")
+        else:
+            say(f"done {rec['key']} in {rec['seconds']:.0f} s: {_fmt_metrics(rec['results'].get('metrics'))}")
+        bar.update(1)
+
+    try:
+        if workers == 1:
+            for i in todo:
+                r = records[i]
+                finish(i, _run_one(r["config"].to_dict(), r["run_dir"], threads, runner, in_worker=False))
+        elif workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = multiprocessing.get_context(mp_context)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(threads,)) as pool:
+                futures = {pool.submit(_run_one, records[i]["config"].to_dict(), records[i]["run_dir"], threads,
+                                       runner, True): i for i in todo}
+                try:
+                    for fut in as_completed(futures):
+                        try:
+                            outcome = fut.result()
+                        except Exception as exc:  # the worker process died (e.g. out of memory)
+                            outcome = {"status": "failed", "results": None, "seconds": 0.0,
+                                       "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+                        finish(futures[fut], outcome)
+                except KeyboardInterrupt:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    return records
+
+
