@@ -38,6 +38,7 @@ check-html: $(STAMP)
 bench: $(STAMP) $(DATA)/meta.json
 	$(PYTHON) bench/bench_pipeline.py
 	$(PYTHON) bench/bench_phase1_share.py
+	$(PYTHON) bench/bench_offline.py
 
 # anomalib's CFlow and PatchCore beside nf and bgad (own venv bench/.peers-venv; about 27 min a category, one thread)
 bench-peers: $(STAMP) $(DATA)/meta.json

@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from bgad_mini.utils import write_json
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 DEFAULT_OUT = BENCH_DIR / "results" / "peers.json"
@@ -98,14 +100,6 @@ def _limit_threads(threads: int) -> None:
 
 def _say(msg: str) -> None:
     print(f"[bench_peers {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _digest(obj: Any) -> str:
@@ -576,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["entries"] = entries
         if method in PEERS:
             report["versions"]["peers"] = entry["versions"]
-        _atomic_json(out, report)
+        write_json(out, report)
         m = entry["metrics"]
         _say(f"{key}: image AUROC {m['image_auroc']:.3f}, pixel AUROC {m['pixel_auroc']:.3f}, PRO {m['pro']:.3f}; "
              f"{time.perf_counter() - t0:.0f} s; saved to {out}")
@@ -586,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if peer_versions:
         report["versions"]["peers"] = peer_versions[-1]
     report["table"] = table(entries)
-    _atomic_json(out, report)
+    write_json(out, report)
     print(report["table"])
     return 0
 

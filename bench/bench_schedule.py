@@ -17,13 +17,13 @@ import argparse
 import datetime
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench_peers import _atomic_json, machine  # the bench folder's one atomic JSON write and machine description
+from bench_peers import machine  # the bench folder's machine description
+from bgad_mini.utils import write_json
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -168,11 +168,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         m = rec["metrics_unseen"] or rec["metrics"]
         print(f"    unseen: " + "  ".join(f"{k}={m[k]:.3f}" for k in METRICS) + f"  cpu={rec['cpu_s'] or 0:.0f}s"
               f" wall={rec['wall_s']:.0f}s", flush=True)
-        _atomic_json(out, results)
+        write_json(out, results)
     figure = Path(args.figure) if args.figure else out.with_suffix(".png")
     draw(results, figure)
     if args.publish:
-        _atomic_json(PUBLISHED, results)
+        write_json(PUBLISHED, results)
     print(f"wrote {out} and {figure}")
     return results
 

@@ -1,7 +1,6 @@
 """The frozen backbone: offline ImageNet weights are real, shapes per level, clear errors, and the feature cache."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -138,11 +137,9 @@ def test_b6_offline_fails_fast(monkeypatch):
     monkeypatch.setattr(backbone, "_hub_reachable", lambda: False)
     tried: list[str] = []
     monkeypatch.setattr(timm, "create_model", lambda *a, **k: tried.append(a[0]))
-    start = time.perf_counter()
     with pytest.raises(BgadError) as info:
         backbone.build_extractor("tf_efficientnet_b6", (1, 2, 3))
-    assert time.perf_counter() - start < 5
-    assert tried == []  # never even tried to download
+    assert tried == []  # never even tried to download (how fast: bench/bench_offline.py)
     _assert_offline_message(str(info.value))
 
 
@@ -163,11 +160,9 @@ def test_b6_failed_download_is_a_one_line_error(monkeypatch):
     assert "LocalEntryNotFoundError" in str(info.value)
 
 
-def test_hub_probe_is_fast_for_an_unreachable_host(monkeypatch):
+def test_hub_probe_says_no_for_an_unreachable_host(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    start = time.perf_counter()
-    assert backbone._hub_reachable("weights.invalid", timeout=1.0) is False
-    assert time.perf_counter() - start < 3
+    assert backbone._hub_reachable("weights.invalid", timeout=1.0) is False  # its time: bench/bench_offline.py
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert backbone._hub_reachable() is False
 
@@ -249,10 +244,8 @@ def test_b6_really_offline_fails_fast():
     """The unpatched path, only where there truly is no network and no local copy (never downloads in CI)."""
     if backbone._hub_reachable() or backbone._cached_weight_file("tf_efficientnet_b6.aa_in1k") or backbone._behind_proxy():
         pytest.skip("a network, a proxy or cached weights are present: this check is for offline machines")
-    start = time.perf_counter()
     with pytest.raises(BgadError) as info:
         backbone.build_extractor("tf_efficientnet_b6")
-    assert time.perf_counter() - start < 10
     _assert_offline_message(str(info.value))
 
 
