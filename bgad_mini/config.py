@@ -59,6 +59,10 @@ class Config:
     lam: float = 1.0
     boundary: str = "batch"
     focal: bool = True
+    # BGAD†'s push (method pushpull): "bce" = softplus(ℓ) on every anomaly (the book's BGAD†); "linear" = a push as
+    # strong as BG-SPP's (w_a·ℓ/normalizer with its focal weights, on every anomaly, never stopping) beside the
+    # focal-weighted L_ml, the control that isolates BG-SPP's margin
+    push: str = "bce"
     mask_rule: str = "nearest"
     copy_paste: bool = True
     anomaly_repeats: int = 3  # each known anomaly appears this often per phase-2 epoch (official: 5)
@@ -104,6 +108,8 @@ class Config:
             raise BgadError(f"lambda must be >= 0, got {self.lam}")
         if self.boundary not in ("batch", "epoch"):
             raise BgadError(f"boundary must be 'batch' or 'epoch', got {self.boundary!r}")
+        if self.push not in ("bce", "linear"):
+            raise BgadError(f"push must be 'bce' or 'linear', got {self.push!r}; e.g. --set push=linear")
         if self.mask_rule not in ("nearest", "area"):
             raise BgadError(f"mask_rule must be 'nearest' or 'area', got {self.mask_rule!r}")
         if self.img_size < 32 or self.img_size % 16:
@@ -173,7 +179,8 @@ class Config:
 
 #: Method-specific Config fields that each method reads. A grid axis over a method-specific field that a method
 #: does not read is collapsed to the base value for that method (no duplicate runs): β, τ, the boundary scope,
-#: the normaliser and the focal weights matter only for `bgad`; λ for `bgad` and `pushpull` (BGAD†);
+#: matter only for `bgad`; λ, the normaliser and the focal weights for `bgad` and `pushpull` (BGAD†, whose
+#: default `push="bce"` reads neither the normaliser nor the focal weights; `push="linear"` reads both);
 #: the projection head's settings (temperature, size, epochs, views, bank, k-NN) for the contrastive baselines
 #: `firm` and `supcon`; how known anomalies are fed (mask rule, copy-paste, repeats) for every method but `nf`,
 #: which reads none of them (it ignores known anomalies). Fields outside `METHOD_PARAMS` (n_known, epochs,
@@ -184,7 +191,7 @@ _CONTRASTIVE = ("temperature", "proj_dim", "knn_k", "contrastive_epochs", "contr
 RELEVANT_PARAMS: dict[str, tuple[str, ...]] = {
     "nf": (),
     "bgad": ("beta", "tau", "lam", "boundary", "normalizer", "focal") + _ANOMALY_DATA,
-    "pushpull": ("lam",) + _ANOMALY_DATA,
+    "pushpull": ("lam", "push", "normalizer", "focal") + _ANOMALY_DATA,
     "firm": _CONTRASTIVE + _ANOMALY_DATA,
     "supcon": _CONTRASTIVE + _ANOMALY_DATA,
 }

@@ -125,6 +125,25 @@ def pushpull_loss(loglik: torch.Tensor, abnormal: torch.Tensor,
     return l_pull + push_weight * l_push, stats
 
 
+def linear_push_loss(loglik: torch.Tensor, abnormal: torch.Tensor, normalizer: float = 10.0,
+                     focal: bool = True) -> tuple[torch.Tensor, dict]:
+    """A push as strong as BG-SPP's with no boundary: L_push = mean over every abnormal patch of w_a·x, x = ℓ/normaliser.
+
+    This is BG-SPP's semi-push with b_a → −∞: each anomaly gets the same gradient w_a/normaliser per nat as
+    BG-SPP gives a violating one (about 0.5 at ℓ ≈ −3 with the focal weight, where BCE's σ(ℓ) is 0.05), but the
+    push never stops, however low ℓ gets. `PushPullObjective` adds the focal-weighted L_ml on normal patches, as
+    BGAD's phase 2 does, so BGAD and this control differ only in the boundary: BG-SPP's semi-pull of normals
+    below b_n and its stop at b_a. The ablation control of the *Ablations* chapter. Returns (loss, stats).
+    """
+    ll = loglik.reshape(-1)
+    mask = _as_mask(abnormal, ll)
+    push = ll[mask] / normalizer
+    if focal:
+        push = push * abnormal_focal_weights(ll[mask], normalizer)
+    l_push = _mean_or_zero(push)
+    return l_push, {"l_push": float(l_push.detach()), "n_abnormal": int(mask.sum())}
+
+
 # --- contrastive losses on embeddings (FIRM, SupCon, SimCLR), pairwise B×B layout ---------------------------
 def _check_temperature(temperature: float) -> None:
     if not float(temperature) > 0.0:

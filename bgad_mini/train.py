@@ -124,15 +124,23 @@ class BGSPPObjective:
 class PushPullObjective:
     """BGAD† ("conventional contrastive loss"): L_ml on normals + λ·L_push on every anomalous patch.
 
-    No explicit boundary and no margin: see `losses.pushpull_loss`. Introduced in the *BG-SPP* chapter.
+    No explicit boundary and no margin. `push="bce"` (default): `losses.pushpull_loss`, introduced in the *BG-SPP*
+    chapter. `push="linear"`: focal-weighted L_ml (as BGAD's phase 2) + λ·`losses.linear_push_loss`, a push as
+    strong as BG-SPP's that never stops: the control that leaves BG-SPP's boundary as the only difference.
     """
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
 
     def __call__(self, level: int, loglik: torch.Tensor, abnormal: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        from .losses import pushpull_loss
+        from .losses import linear_push_loss, normal_focal_weights, pushpull_loss
 
+        if self.cfg.push == "linear":
+            normal = loglik[~abnormal]
+            weights = normal_focal_weights(normal, self.cfg.normalizer) if self.cfg.focal else None
+            l_ml = ml_loss(normal, weights)
+            l_push, st = linear_push_loss(loglik, abnormal, self.cfg.normalizer, focal=self.cfg.focal)
+            return l_ml + self.cfg.lam * l_push, {"ml": float(l_ml.detach()), "push": st["l_push"]}
         loss, st = pushpull_loss(loglik, abnormal, self.cfg.normalizer, push_weight=self.cfg.lam)
         return loss, {"ml": st["l_pull"], "push": st["l_push"]}
 

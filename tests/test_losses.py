@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bgad_mini.errors import BgadError
-from bgad_mini.losses import (abnormal_focal_weights, bg_spp_loss, firm_loss, ml_loss, normal_focal_weights,
-                              pushpull_loss, simclr_loss, supcon_loss)
+from bgad_mini.losses import (abnormal_focal_weights, bg_spp_loss, firm_loss, linear_push_loss, ml_loss,
+                              normal_focal_weights, pushpull_loss, simclr_loss, supcon_loss)
 
 
 def t(values, grad: bool = False) -> torch.Tensor:
@@ -183,6 +183,44 @@ def test_pushpull_far_anomaly_gets_almost_no_gradient():
     # dL/dℓ_j = σ(ℓ_j)/2: σ(-20) ≈ 2.1e-9, σ(0) = 0.5
     assert 0 < ll.grad[0].item() < 1e-8
     assert ll.grad[1].item() == pytest.approx(0.25)
+
+
+def test_linear_push_is_as_strong_as_bg_spps_and_never_stops():
+    # at ℓ = -3 (x = -0.3) a violating anomaly gets the same gradient from both: w_a(-0.3)/10 ≈ 0.53·(1+e^-0.3)²/0.3/10
+    ll_lin, ll_spp = t([-3.0], grad=True), t([-3.0], grad=True)
+    linear_push_loss(ll_lin, mask([True]))[0].backward()
+    bg_spp_loss(ll_spp, mask([True]), b_n=0.0, b_a=-0.5, focal=True)[0].backward()
+    w = 0.53 * (1 + math.exp(-0.3)) ** 2 / 0.3
+    assert ll_lin.grad.item() == pytest.approx(w / 10) == pytest.approx(ll_spp.grad.item())
+    assert ll_lin.grad.item() > 0.5  # BCE's push there: σ(-3) ≈ 0.047
+    # far below any b_a: BG-SPP has stopped (no gradient), the linear push has not (w_a = 1 for x ≤ -1)
+    ll_lin, ll_spp = t([-30.0], grad=True), t([-30.0], grad=True)
+    loss, stats = linear_push_loss(ll_lin, mask([True]))
+    loss.backward()
+    assert stats["l_push"] == pytest.approx(-3.0) and ll_lin.grad.item() == pytest.approx(0.1)
+    spp, _ = bg_spp_loss(ll_spp, mask([True]), b_n=0.0, b_a=-0.5, focal=True)
+    spp.backward()
+    assert ll_spp.grad.item() == 0.0
+    # without focal weights: the plain mean of x; normals and an empty set contribute nothing
+    loss, stats = linear_push_loss(t([5.0, -2.0, -4.0]), mask([False, True, True]), focal=False)
+    assert loss.item() == pytest.approx(-0.3) and stats["n_abnormal"] == 2
+    assert linear_push_loss(t([1.0]), mask([False]))[0].item() == 0.0
+
+
+def test_pushpull_objective_linear_push_adds_bgads_focal_ml():
+    from bgad_mini.config import Config
+    from bgad_mini.train import PushPullObjective
+
+    ll, ab = t([-1.0, -8.0, -3.0]), mask([False, False, True])
+    cfg = Config(method="pushpull", push="linear", lam=2.0)
+    loss, stats = PushPullObjective(cfg)(0, ll, ab)
+    normal = ll[~ab]
+    want = ml_loss(normal, normal_focal_weights(normal)) + 2.0 * linear_push_loss(ll, ab)[0]
+    assert loss.item() == pytest.approx(want.item()) and set(stats) == {"ml", "push"}
+    bce, _ = PushPullObjective(Config(method="pushpull", lam=2.0))(0, ll, ab)  # the default: BGAD†'s BCE
+    assert bce.item() == pytest.approx(pushpull_loss(ll, ab, push_weight=2.0)[0].item())
+    with pytest.raises(BgadError, match="push must be"):
+        Config(method="pushpull", push="hinge")
 
 
 # --- FIRM / SupCon / SimCLR --------------------------------------------------------------------------------
