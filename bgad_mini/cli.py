@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from typing import Sequence
 
@@ -80,10 +81,26 @@ def _add_grid_commands(sub) -> None:
     ab.add_argument("--out", required=True, help="folder: runs/<key>/, results.csv, summary.csv, plots/")
     ab.add_argument("--grid", nargs="+", action="extend", default=[], metavar="KEY=V1,V2",
                     help="parameter axes, e.g. beta=0.01,0.05 tau=0.1,0.5 lambda=0.5,1 boundary=batch,epoch n_known=1,5")
+    ab.add_argument("--axes", nargs="+", action="extend", default=[], metavar="[M+M:]KEY=V1,V2",
+                    help="one setting at a time around the defaults, on the first --known-types only, e.g. "
+                         "bgad:beta=0.005,0.05 nf+bgad:n_known=1,5 pushpull:push=linear (prefix: the methods)")
     ab.add_argument("--set", dest="sets", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                     help="any Config field; several pairs after one --set")
     ab.add_argument("--jobs", type=int, default=1, help="parallel runs; each gets max(1, cores // jobs) threads")
+    ab.add_argument("--publish", action="store_true",
+                    help="a result grid to commit: only results.json per run, and PROVENANCE.json (make results)")
+    ab.add_argument("--only-finished", action="store_true",
+                    help="train nothing: collect (and with --publish, publish) the runs that are finished")
     ab.add_argument("--no-progress", action="store_true")
+
+    rs = sub.add_parser("results", help="check or verify a published result grid (results/)")
+    rs.add_argument("action", choices=("check", "verify"),
+                    help="check: made by this code on this data; verify: rerun a sample from scratch and compare")
+    rs.add_argument("--root", default="results")
+    rs.add_argument("--data-root", default=None, help="where the grid's data is now (default: as recorded)")
+    rs.add_argument("--sample", type=int, default=3, help="verify: how many runs to rerun (default 3)")
+    rs.add_argument("--jobs", type=int, default=1, help="verify: parallel reruns")
+    rs.add_argument("--no-progress", action="store_true")
 
     rp = sub.add_parser("reproduce", help="BGAD on every category found, tables beside the paper's own numbers")
     rp.add_argument("--data-root", default=os.path.join("data", "mvtec"), help="MVTecAD (or BTAD) root")
@@ -104,10 +121,27 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 
     common = dict(sets=_parse_sets(args.sets), jobs=args.jobs, progress=not args.no_progress)
     if args.command == "ablate":
+        command = " ".join(shlex.quote(a) for a in ["bgad-mini", *args.argv])
         return ablate(args.data_root, args.categories, args.methods, args.settings, args.known_types,
-                      args.seeds, args.profile, args.out, grid=args.grid, **common)
+                      args.seeds, args.profile, args.out, grid=args.grid, axes=args.axes, publish=args.publish,
+                      command=command, only_finished=args.only_finished, **common)
     return reproduce(args.data_root, args.profile, args.out, categories=args.categories, seeds=args.seeds,
                      methods=args.methods, **common)
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from . import published
+
+    if args.action == "check":
+        prov = published.check(args.root, args.data_root)
+        print(f"{args.root}: made by this code on this data; {published.grid_summary(prov)}")
+        return 0
+    report = published.verify(args.root, n=args.sample, jobs=args.jobs, data_root=args.data_root,
+                              progress=not args.no_progress)
+    for r in report:
+        print(f"  {r['run']}: {r['metrics_compared']} metrics, largest difference {r['max_abs_diff']:.1e}")
+    print(f"{args.root}: {len(report)} runs rerun from scratch match the committed metrics (to 1e-3)")
+    return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -179,6 +213,7 @@ def _print_summary(results: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in a published grid's provenance
     try:
         if args.command == "data":
             return _cmd_data(args)
@@ -188,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_eval(args)
         if args.command in ("ablate", "reproduce"):
             return _cmd_grid(args)
+        if args.command == "results":
+            return _cmd_results(args)
     except BgadError as exc:
         if os.environ.get("BGAD_DEBUG"):
             raise

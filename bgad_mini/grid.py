@@ -187,7 +187,8 @@ def _load_or_run(cfg: Config, run_dir: str, progress: bool = False) -> dict:
     return load_or_run(cfg, run_dir, progress=progress).results
 
 
-def _run_one(cfg_dict: dict, run_dir: str, threads: int, runner: Callable | None, in_worker: bool) -> dict:
+def _run_one(cfg_dict: dict, run_dir: str, threads: int, runner: Callable | None, in_worker: bool,
+             results_only: bool = False) -> dict:
     """One job (in a worker process, or in this one when jobs = 1): never raises, reports failure instead."""
     if in_worker:
         _set_thread_env(threads)  # before this process imports torch (the pipeline imports it lazily)
@@ -197,6 +198,10 @@ def _run_one(cfg_dict: dict, run_dir: str, threads: int, runner: Callable | None
         cfg = Config.from_dict(cfg_dict).with_overrides(threads=threads)
         out.mkdir(parents=True, exist_ok=True)
         results = (runner or _load_or_run)(cfg, str(out), progress=False)
+        if results_only:  # a published grid keeps results.json only
+            for f in out.iterdir():
+                if f.name != RunFolder(out).results.name:
+                    f.unlink()
         return {"status": "trained", "results": results, "error": None, "seconds": time.perf_counter() - start,
                 "pid": os.getpid()}
     except BaseException as exc:  # noqa: BLE001 - one job's failure must not stop the others
@@ -245,8 +250,8 @@ def one_at_a_time(base: Config, axes: Mapping[str, Sequence[Any]], method: str =
 
 
 def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, progress: bool = True,
-             runner: Callable | None = None, mp_context: str = "spawn", runs_dir: str | os.PathLike | None = None
-             ) -> list[dict]:
+             runner: Callable | None = None, mp_context: str = "spawn", runs_dir: str | os.PathLike | None = None,
+             results_only: bool = False) -> list[dict]:
     """Run every config into `out/runs/<run_key>` (or `runs_dir/<run_key>`: the chapters' run cache), reusing
     finished runs; return one record per config, in order.
 
@@ -299,7 +304,8 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
         if workers == 1:
             for i in todo:
                 r = records[i]
-                finish(i, _run_one(r["config"].to_dict(), r["run_dir"], threads, runner, in_worker=False))
+                finish(i, _run_one(r["config"].to_dict(), r["run_dir"], threads, runner, in_worker=False,
+                                   results_only=results_only))
         elif workers > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -308,7 +314,7 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(threads,)) as pool:
                 futures = {pool.submit(_run_one, records[i]["config"].to_dict(), records[i]["run_dir"], threads,
-                                       runner, True): i for i in todo}
+                                       runner, True, results_only): i for i in todo}
                 try:
                     for fut in as_completed(futures):
                         try:
@@ -325,3 +331,48 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
     return records
 
 
+
+
+# ----------------------------------------------------------------------------------------------
+# One-at-a-time axes and the order runs are trained in
+# ----------------------------------------------------------------------------------------------
+def parse_axes(items: Iterable[str]) -> list[tuple[tuple[str, ...], str, list[str]]]:
+    """`["bgad:beta=0.005,0.05", "nf+bgad:n_known=1,5", "tau=0,0.2"]` -> [(methods, key, values), ...].
+
+    Methods before the colon (joined by +) restrict the axis to them; without a prefix it applies to every
+    method of the grid (each still ignores the fields it does not read)."""
+    out = []
+    for item in items:
+        head, sep, rest = item.partition(":")
+        methods: tuple[str, ...] = ()
+        if sep and "=" not in head:
+            methods = tuple(m.strip() for m in head.split("+") if m.strip())
+            bad = [m for m in methods if m not in METHODS]
+            if bad:
+                raise BgadError(f"unknown method(s) {', '.join(bad)} in --axes {item!r}; choose from {', '.join(METHODS)}")
+            item = rest
+        ((key, values),) = parse_grid([item]).items()
+        out.append((methods, key, values))
+    return out
+
+
+def axes_configs(axes: Sequence[tuple[Sequence[str], str, Sequence[Any]]], methods: Sequence[str],
+                 **grid_kw: Any) -> list[Config]:
+    """One setting at a time around the base: for each axis, its values for its methods (`parse_axes`), every
+    other setting at the base. `grid_kw` are `expand_grid`'s other arguments (categories, known_types, seeds...)."""
+    configs: list[Config] = []
+    for axis_methods, key, values in axes:
+        configs += expand_grid(methods=tuple(axis_methods) or tuple(methods), grid={key: values}, **grid_kw)
+    return configs
+
+
+def training_order(configs: Sequence[Config]) -> list[Config]:
+    """Seed first, then seen types, category and method (NF before the methods that load its phase 1), so an
+    interrupted grid leaves whole seeds behind, in which every method can be compared pairwise."""
+    rank = {m: i for i, m in enumerate(("nf", "firm", "supcon", "pushpull", "bgad"))}
+    first_seen: dict[Any, int] = {}
+    for c in configs:
+        first_seen.setdefault(c.known_types, len(first_seen))
+        first_seen.setdefault(c.category, len(first_seen))
+    return sorted(configs, key=lambda c: (c.seed, first_seen[c.known_types], first_seen[c.category],
+                                          rank.get(c.method, len(rank))))

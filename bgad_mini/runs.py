@@ -166,7 +166,7 @@ class RunLock:
         waited = False
         while True:
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = _read_json(self.path)
                 if holder == self.owner:  # this process already holds it

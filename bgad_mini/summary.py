@@ -321,7 +321,9 @@ def write_outputs(rows: Sequence[Mapping[str, Any]], out: str | os.PathLike,
 def print_report(records: Sequence[dict], paths: Mapping[str, Any]) -> None:
     failed = [r for r in records if r["status"] == "failed"]
     counts = {s: sum(r["status"] == s for r in records) for s in ("reused", "trained", "failed")}
-    print(f"{len(records)} runs: {counts['reused']} reused, {counts['trained']} trained, {counts['failed']} failed")
+    missing = sum(r["status"] == "missing" for r in records)
+    print(f"{len(records)} runs: {counts['reused']} reused, {counts['trained']} trained, {counts['failed']} failed"
+          + (f", {missing} not run yet" if missing else ""))
     for r in failed:
         print(f"  failed: {r['key']}: {r['error']}")
     for name in ("results_csv", "summary_csv"):

@@ -1,0 +1,168 @@
+"""A published result grid: `results/` as `make results` writes it, its provenance, its checks.
+
+`bgad-mini ablate ... --publish --out results` keeps only each run's results.json (metrics, history, timings,
+config, identity: no weights or checkpoints) and writes `results/PROVENANCE.json`: the exact command, the code
+fingerprint, the data fingerprint of every category, package versions, CPU model, threads, date, and the CPU time
+the grid took. The chapters read the grid through `load`, which refuses (one line naming `make results`) a grid
+that other code or other data computed; `verify` reruns a deterministic sample of its runs from scratch and
+compares every metric (`make verify-results`, run by CI).
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .config import Config
+from .errors import BgadError
+from .fingerprint import code_fingerprint, data_fingerprint
+from .grid import available_cores, run_grid
+from .pipeline import package_versions
+from .runs import RUNS, RunFolder
+from .summary import METRIC_COLUMNS, collect, results_row
+from .utils import write_json
+
+PROVENANCE = "PROVENANCE.json"
+REBUILD = "run `make results` to recompute it (about two hours on 2 cores), or check out the code that made it"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores this process may use, platform."""
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model or "unknown", "cores": available_cores(), "platform": platform.platform()}
+
+
+def prune(run_dir: str | os.PathLike) -> None:
+    """Keep only results.json in a finished run folder (weights, checkpoints and figures go)."""
+    folder = RunFolder(run_dir)
+    for f in Path(folder.path).iterdir():
+        if f != folder.results:
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+
+
+def write_provenance(out: str | os.PathLike, command: str, configs: Sequence[Config], records: Sequence[dict],
+                     threads: int) -> dict[str, Any]:
+    """PROVENANCE.json of a published grid: what made it, on what, and whether it is complete."""
+    finished = [r for r in records if r["results"] is not None]
+    codes = {r["results"].get("identity", {}).get("code") for r in finished}
+    if len(codes) > 1:
+        raise BgadError(f"the runs in {out} come from different code ({', '.join(sorted(map(str, codes)))}); {REBUILD}")
+    data = {}
+    for c in configs:
+        data.setdefault(c.data_root, {})[c.category] = data_fingerprint(c.data_root, c.category)
+    seconds = sum(r["results"].get("timings", {}).get("total", 0.0) for r in finished)
+    prov = {
+        "command": command,
+        "code_fingerprint": code_fingerprint(),
+        "data_fingerprints": data,
+        "runs": len(configs),
+        "finished": len(finished),
+        "complete": len(finished) == len(configs),
+        "run_keys": sorted(r["key"] for r in finished),
+        "threads_per_run": threads,
+        "run_seconds_total": round(seconds, 1),
+        "cpu_hours": round(seconds * threads / 3600, 2),
+        "versions": package_versions(),
+        "machine": machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(Path(out) / PROVENANCE, prov)
+    return prov
+
+
+def read_provenance(root: str | os.PathLike) -> dict[str, Any]:
+    path = Path(root) / PROVENANCE
+    if not path.is_file():
+        raise BgadError(f"{path} not found: {root} is not a published result grid; {REBUILD}")
+    return json.loads(path.read_text())
+
+
+def check(root: str | os.PathLike, data_root: str | None = None) -> dict[str, Any]:
+    """The provenance of `root` if the current code and data made it; else a one-line BgadError naming `make results`.
+
+    `data_root` replaces the recorded data folder (a chapter reads `../data/synthetic` from `book/`)."""
+    prov = read_provenance(root)
+    code = code_fingerprint()
+    if prov["code_fingerprint"] != code:
+        raise BgadError(f"{root} was computed by other code (fingerprint {prov['code_fingerprint']}, this code "
+                        f"{code}); {REBUILD}")
+    for recorded_root, cats in prov["data_fingerprints"].items():
+        for cat, fp in cats.items():
+            now = data_fingerprint(data_root or recorded_root, cat)
+            if now != fp:
+                raise BgadError(f"{root} was computed on other data ({cat}: fingerprint {fp}, "
+                                f"{data_root or recorded_root} now {now}); {REBUILD}")
+    return prov
+
+
+def load(root: str | os.PathLike, data_root: str | None = None, score: str = "default") -> list[dict[str, Any]]:
+    """The rows (`summary.collect`) of a published grid, after `check`."""
+    check(root, data_root)
+    return collect(root, score=score)
+
+
+def sample(root: str | os.PathLike, n: int = 3) -> list[Path]:
+    """A deterministic sample of `n` finished runs: the first run (by key hash) of each method in turn."""
+    prov = read_provenance(root)
+    keys = sorted(prov["run_keys"], key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+    by_method: dict[str, list[str]] = {}
+    for k in keys:
+        by_method.setdefault(k.split("_", 1)[0], []).append(k)
+    chosen: list[str] = []
+    while len(chosen) < min(n, len(keys)):
+        for m in sorted(by_method):
+            if by_method[m] and len(chosen) < n:
+                chosen.append(by_method[m].pop(0))
+    return [Path(root) / RUNS / k for k in chosen]
+
+
+def verify(root: str | os.PathLike, n: int = 3, tolerance: float = 1e-3, jobs: int = 1, data_root: str | None = None,
+           cache_dir: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Rerun `sample(root, n)` from scratch (fresh run folders, no shared phase 1) and compare every metric of
+    results.csv's columns; return one record per run, raise a BgadError naming the first mismatch."""
+    check(root, data_root)
+    runs = sample(root, n)
+    saved = [json.loads(RunFolder(r).results.read_text()) for r in runs]
+    overrides: dict[str, Any] = {"share_phase1": False}
+    if data_root:
+        overrides["data_root"] = data_root
+    if cache_dir:
+        overrides["cache_dir"] = cache_dir
+    configs = [Config.from_dict(s["config"]).with_overrides(**overrides) for s in saved]
+    with tempfile.TemporaryDirectory(prefix="verify_results_") as tmp:
+        records = run_grid(configs, tmp, jobs=jobs, progress=progress)
+    report, bad = [], []
+    for run, old, rec in zip(runs, saved, records):
+        if rec["status"] == "failed":
+            raise BgadError(f"verify-results: rerunning {run.name} failed: {rec['error']}")
+        a, b = results_row(old), results_row(rec["results"])
+        diffs = {m: abs(a[m] - b[m]) for m in METRIC_COLUMNS if a.get(m) is not None and b.get(m) is not None}
+        nan = [m for m in METRIC_COLUMNS if (a.get(m) is None) != (b.get(m) is None)]
+        worst = max(diffs.values()) if diffs else 0.0
+        report.append({"run": run.name, "max_abs_diff": worst, "metrics_compared": len(diffs)})
+        if worst > tolerance or nan or math.isnan(worst):
+            bad.append(f"{run.name}: largest metric difference {worst:.2e} > {tolerance:g}"
+                       + (f", missing in one of them: {', '.join(nan)}" if nan else ""))
+    if bad:
+        raise BgadError(f"verify-results: {len(bad)} of {len(runs)} reruns differ from {root}: {bad[0]}")
+    return report
+
+
+def grid_summary(prov: Mapping[str, Any]) -> str:
+    """One line for a chapter: how many runs, whether complete, CPU hours, machine."""
+    return (f"{prov['finished']} of {prov['runs']} runs ({'complete' if prov['complete'] else 'incomplete'}), "
+            f"{prov['cpu_hours']} CPU hours on {prov['machine']['cpu']}, {prov['date'][:10]}")
