@@ -24,7 +24,7 @@ METRICS = ("image_auroc", "pixel_auroc", "pro")
 GROUPS = ("", "seen_", "unseen_")
 METRIC_COLUMNS = tuple(g + m for g in GROUPS for m in METRICS)
 PARAM_COLUMNS = ("method", "dataset", "category", "setting", "known_types", "n_known", "beta", "tau", "lambda",
-                 "boundary")
+                 "boundary", "focal", "push")
 #: Columns that differ between seeds of one parameter combination (not part of a summary group).
 PER_RUN_COLUMNS = ("seed", "total_seconds", "run_dir", "score") + METRIC_COLUMNS
 #: Which score a row's metrics come from (`collect(score=...)`): the default (inductive) one, or the paper's
@@ -35,6 +35,7 @@ SCORE_OFFICIAL = "official"
 SCORE_FALLBACK = "default score: no metrics_official in results.json"
 #: Config fields never shown as extra varied-parameter columns (already a column, or irrelevant to results).
 _NOT_EXTRA = {"method", "category", "setting", "known_types", "n_known", "seed", "beta", "tau", "lam", "boundary",
+              "focal", "push",
               "extra", "profile", *RUNTIME_FIELDS}
 #: Parameters that get a sensitivity plot when varied (results.csv column names).
 SENSITIVITY_PARAMS = ("beta", "tau", "lambda", "boundary")
@@ -42,7 +43,8 @@ SENSITIVITY_PARAMS = ("beta", "tau", "lambda", "boundary")
 
 #: results.csv column -> Config field, for the columns that are run parameters.
 _COLUMN_FIELDS = {"category": "category", "setting": "setting", "known_types": "known_types", "n_known": "n_known",
-                  "beta": "beta", "tau": "tau", "lambda": "lam", "boundary": "boundary"}
+                  "beta": "beta", "tau": "tau", "lambda": "lam", "boundary": "boundary", "focal": "focal",
+                  "push": "push"}
 
 
 def _at_base(value: Any, base_value: Any) -> bool:
@@ -58,12 +60,15 @@ def _at_base(value: Any, base_value: Any) -> bool:
     return str(value) == str(base_value)
 
 
-def axis_rows(rows: Sequence[Mapping[str, Any]], base: Config, method: str, column: str) -> list[dict[str, Any]]:
+def axis_rows(rows: Sequence[Mapping[str, Any]], base: Config, method: str, column: str,
+              free: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Rows (results or summary) of `method` whose parameters are all at `base` except `column`, sorted by it.
 
     With `column` = "" the rows at the base itself. Parameters a method does not read are ignored,
-    so `axis_rows(summary, base, "nf", "")` finds the NF baseline of a grid made around `base`.
+    so `axis_rows(summary, base, "nf", "")` finds the NF baseline of a grid made around `base`. Columns in
+    `free` (e.g. category, known_types) are not compared: every category and seen type at the base settings.
     """
+    free = set(free)
     field = _COLUMN_FIELDS.get(column, ALIASES.get(column, column))
     out = []
     for row in rows:
@@ -72,7 +77,8 @@ def axis_rows(rows: Sequence[Mapping[str, Any]], base: Config, method: str, colu
         ok = True
         for col, value in row.items():
             f = _COLUMN_FIELDS.get(col, col if col not in _NOT_EXTRA else None)
-            if f is None or col == column or f == field or not hasattr(base, f) or not _uses(method, col):
+            if (f is None or col == column or f == field or col in free or not hasattr(base, f)
+                    or not _uses(method, col)):
                 continue
             if not _at_base(value, getattr(base, f)):
                 ok = False
@@ -109,6 +115,7 @@ def results_row(results: Mapping[str, Any], run_dir: str | os.PathLike = "", sco
         "n_known": results.get("n_known", cfg.get("n_known")),
         "seed": results.get("seed", cfg.get("seed")),
         "beta": cfg.get("beta"), "tau": cfg.get("tau"), "lambda": cfg.get("lam"), "boundary": cfg.get("boundary"),
+        "focal": cfg.get("focal"), "push": cfg.get("push", "bce"),  # push: results made before it existed were BCE
     }
     for group, key in (("", "metrics"), ("seen_", "metrics_seen"), ("unseen_", "metrics_unseen")):
         m = results.get(key.replace("metrics", "metrics_official") if official else key) or {}
@@ -202,6 +209,58 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 s[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
         out.append(s)
     return out
+
+
+#: What a paired comparison pairs on: the same category, seen type(s) and seed.
+PAIR_KEYS = ("category", "known_types", "seed")
+
+
+def paired_test(rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapping[str, Any]], metric: str,
+                keys: Sequence[str] = PAIR_KEYS) -> dict[str, Any]:
+    """A − B on `metric` over the cells (`keys`) that both have: the Wilcoxon signed-rank test (two-sided).
+
+    Returns n (pairs), mean_a, mean_b, mean_diff, sd_diff, dz (mean / sd of the differences, Cohen's d for
+    paired data), wins (pairs with A > B), p (None with fewer than 2 non-zero differences) and r, the
+    matched-pairs rank-biserial correlation (W+ − W−)/(W+ + W−), from −1 (B higher in every pair) to 1.
+    """
+    from scipy import stats
+
+    def cell(r: Mapping[str, Any]) -> tuple:
+        return tuple(str(r.get(k)) for k in keys)
+
+    b = {cell(r): r.get(metric) for r in rows_b}
+    pairs = [(float(r[metric]), float(b[cell(r)])) for r in rows_a
+             if r.get(metric) is not None and b.get(cell(r)) is not None]
+    out: dict[str, Any] = {"metric": metric, "n": len(pairs), "mean_a": None, "mean_b": None, "mean_diff": None,
+                           "sd_diff": None, "dz": None, "wins": 0, "p": None, "r": None}
+    if not pairs:
+        return out
+    d = [x - y for x, y in pairs]
+    out.update(mean_a=statistics.fmean(x for x, _ in pairs), mean_b=statistics.fmean(y for _, y in pairs),
+               mean_diff=statistics.fmean(d), wins=sum(v > 0 for v in d))
+    if len(d) > 1:
+        out["sd_diff"] = statistics.stdev(d)
+        out["dz"] = out["mean_diff"] / out["sd_diff"] if out["sd_diff"] > 0 else None
+    nonzero = [v for v in d if v != 0]
+    if nonzero:
+        ranks = stats.rankdata([abs(v) for v in nonzero])
+        w_plus = sum(rk for rk, v in zip(ranks, nonzero) if v > 0)
+        out["r"] = float((2 * w_plus - ranks.sum()) / ranks.sum())
+    if len(nonzero) > 1:
+        out["p"] = float(stats.wilcoxon(nonzero).pvalue)
+    return out
+
+
+def verdict(test: Mapping[str, Any], alpha: float = 0.05, digits: int = 3) -> str:
+    """One sentence: the mean difference, how many pairs it wins, the test's p and effect size, and whether the
+    difference counts as real (p < `alpha`)."""
+    if not test["n"]:
+        return "not measured (no paired runs)"
+    head = f"{test['mean_diff']:+.{digits}f} ({test['wins']} of {test['n']} pairs higher"
+    if test["p"] is None:
+        return head + "; too few pairs for a test)"
+    real = "a real difference" if test["p"] < alpha else "not distinguishable from run-to-run variation"
+    return head + f"; Wilcoxon p = {test['p']:.2g}, r = {test['r']:+.2f}): {real}"
 
 
 def _isnan(v: Any) -> bool:

@@ -550,3 +550,22 @@ def test_table1_transcription_matches_the_seed_text():
     for label, key in (("Carpet", "carpet"), ("Metal_nut", "metal_nut")):
         assert label in text
     assert "0.999/0.995" in text and "0.998/0.975" in text and "0.823/0.980" in text
+
+
+def test_paired_test_pairs_cells_and_gives_the_exact_wilcoxon_p_and_effect_size():
+    from bgad_mini.summary import paired_test, verdict
+
+    def rows(values, category="brick"):
+        return [{"category": category, "known_types": "missing", "seed": s, "unseen_pro": v}
+                for s, v in enumerate(values)]
+
+    a = rows([0.52, 0.53, 0.54, 0.55, 0.56, 0.57]) + rows([0.9], "grass")  # grass has no partner in b
+    b = rows([0.50, 0.51, 0.52, 0.53, 0.54, None])
+    t = paired_test(a, b, "unseen_pro")
+    assert t["n"] == 5 and t["wins"] == 5 and t["mean_diff"] == pytest.approx(0.02)
+    assert t["p"] == pytest.approx(2 / 2 ** 5)  # exact two-sided signed-rank p, all 5 differences positive
+    assert t["r"] == pytest.approx(1.0) and t["mean_a"] == pytest.approx(0.54)
+    # d = +1, -2, +3 (in hundredths): ranks 1, 2, 3, W+ = 4, W- = 2 -> r = (4 - 2) / 6
+    t = paired_test(rows([0.51, 0.48, 0.53]), rows([0.50, 0.50, 0.50]), "unseen_pro")
+    assert t["r"] == pytest.approx(1 / 3) and t["wins"] == 2 and t["p"] > 0.5
+    assert "not distinguishable" in verdict(t) and verdict(paired_test([], [], "unseen_pro")).startswith("not measured")

@@ -198,7 +198,7 @@ def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs):
 def test_ablations_chapter(tmp_path, smoke_root, chapter_runs):
     nb = run_chapter(ROOT / "book" / "ablations.ipynb", tmp_path / "ablations.ipynb", profile="smoke",
                      data_root=str(smoke_root), n_known=1, n_knowns="1", lams="0.25, 1.0",
-                     boundaries="batch, epoch", **chapter_runs)
+                     boundaries="batch, epoch", ablation_root="", **chapter_runs)
     g = glued(nb)
     # 5 methods at the defaults + bgad at seed 1 + one other value of beta, tau, lambda, boundary
     assert g["n_runs"] == "10" and int(g["n_trained"]) + int(g["n_reused"]) == 10
@@ -223,11 +223,39 @@ def test_ablations_chapter(tmp_path, smoke_root, chapter_runs):
     # no axes and no second seed (the GPU workflow's setting): the method comparison alone, noise "not measured"
     nb = run_chapter(ROOT / "book" / "ablations.ipynb", tmp_path / "ablations_methods.ipynb", profile="smoke",
                      data_root=str(smoke_root), n_known=1, noise_seeds="", betas="", taus="", lams="", n_knowns="",
-                     boundaries="", **chapter_runs)
+                     boundaries="", ablation_root="", **chapter_runs)
     g = glued(nb)
     assert g["n_runs"] == "5" and g["n_trained"] == "0"  # every method's run is reused from the first execution
     assert g["noise_unseen_pro"] == "not measured (one seed)" and "noise not measured" in g["v_bgad_nf_unseen_pro"]
     assert g["n_moves"] == "0" and g["largest_move"] == "no setting was varied"
+
+
+def test_ablations_chapter_on_a_published_grid(tmp_path, smoke_root, chapter_runs):
+    from bgad_mini.cli import main
+
+    grid_dir = tmp_path / "results"
+    assert main(["ablate", "--data-root", str(smoke_root), "--categories", "brick", "grass", "--methods", "nf",
+                 "pushpull", "bgad", "--known-types", "crack", "--seeds", "0", "1", "--profile", "smoke",
+                 "--set", "n_known=1", f"cache_dir={chapter_runs['cache_dir']}", "--axes", "bgad:lambda=0",
+                 "pushpull:push=linear", "bgad:tau=0", "--jobs", "2", "--publish", "--no-progress",
+                 "--out", str(grid_dir)]) == 0
+    nb = run_chapter(ROOT / "book" / "ablations.ipynb", tmp_path / "ablations.ipynb", profile="smoke",
+                     data_root=str(smoke_root), known_types="crack", n_known=1, methods="nf, pushpull, bgad",
+                     ablation_root=str(grid_dir), live_param="tau", live_value="0.05", **chapter_runs)
+    g = glued(nb)
+    assert "the committed grid (24 of 24 runs (complete)" in g["source"] and g["n_runs"] == "24"
+    assert g["n_pairs"] == "4"  # 2 categories × 1 seen type × 2 seeds
+    for key in ("t_bgad_nf", "t_bgad_pp", "c_0", "c_2"):
+        assert "of 4 pairs higher; Wilcoxon p = " in g[key], (key, g[key])
+    assert g["c_1"] == "not measured (no paired runs)"  # focal off is not in this grid
+    assert g["axis_seeds"] == "0, 1" and g["live_status"] == "trained" and g["noise_unseen_pro"] != ""
+    # the check refuses a grid made by other code: the chapter fails with the line naming make results
+    prov = json.loads((grid_dir / "PROVENANCE.json").read_text())
+    prov["code_fingerprint"] = "0" * 16
+    (grid_dir / "PROVENANCE.json").write_text(json.dumps(prov))
+    with pytest.raises(Exception, match="make results"):
+        run_chapter(ROOT / "book" / "ablations.ipynb", tmp_path / "stale.ipynb", profile="smoke",
+                    data_root=str(smoke_root), ablation_root=str(grid_dir), **chapter_runs)
 
 
 def _reproduce_run(run_dir: Path, seed: int, image: float) -> None:
