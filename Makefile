@@ -37,6 +37,7 @@ test: $(STAMP) $(DATA)/meta.json
 	$(PYTHON) -m pytest
 
 book: $(STAMP) $(DATA)/meta.json
+	$(VENV)/bin/bgad-mini results check
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 
 # the rendered book in headless Chromium (Debian packages chromium, chromium-driver); report and screenshots

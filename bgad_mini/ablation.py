@@ -18,7 +18,8 @@ def ablate(data_root: str | None, categories: Sequence[str] | None, methods: Seq
            progress: bool = True, runner: Callable | None = None, axes: Sequence[str] = (), publish: bool = False,
            command: str = "", only_finished: bool = False) -> int:
     """Expand the product grid, then the one-at-a-time `axes` on the first seen type; run the product grid in
-    `training_order`, then the axes seed by seed in the order given; collect, write outputs; print where they
+    `training_order`, then the axes one after another in the order given (each over every category and seed, so an
+    interrupted grid leaves whole axes behind); collect, write outputs; print where they
     are. With `publish`, keep only each run's results.json and write PROVENANCE.json (`command` is recorded
     there). With `only_finished`, train nothing: collect and publish what is finished. Returns 0, or 1 when any
     job failed."""
@@ -27,7 +28,7 @@ def ablate(data_root: str | None, categories: Sequence[str] | None, methods: Seq
     configs = training_order(expand_grid(methods=methods, known_types=known_types, grid=parse_grid(grid), **common))
     if axes:
         first = list(known_types[:1]) if known_types else None
-        configs += sorted(axes_configs(parse_axes(axes), methods, known_types=first, **common), key=lambda c: c.seed)
+        configs += axes_configs(parse_axes(axes), methods, known_types=first, **common)
     configs = dedupe(configs)
     if only_finished:
         records = [{"key": run_key(c), "config": c, "status": "reused", "error": None, "seconds": 0.0,

@@ -82,3 +82,58 @@ def comparisons(rows: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str, Co
             row.append(verdict(t))
         body.append(row)
     return table(["comparison", *[m.replace("_", " ") for m in metrics]], body), tests
+
+
+def grid_report(results_root: str, data_root: str, base: Config, methods: Sequence[str],
+                pairs: Sequence[tuple[str, Mapping[str, Any], str, Mapping[str, Any]]],
+                metrics: Sequence[str] = ("unseen_pro", "unseen_pixel_auroc")) -> dict[str, Any] | None:
+    """What a chapter shows of the committed result grid: None without one at `results_root` ("" = none).
+
+    `pairs` are (label A, overrides of `base` for A, label B, overrides for B), e.g. ("BGAD", {"method": "bgad"},
+    "NF", {"method": "nf"}). Returns {"prov", "rows", "table": methods × categories of `metrics[0]`,
+    "tests_table", "tests": {(comparison, metric): paired test}}. The grid is checked against the current code
+    and data first (`published.load`): a stale grid stops the chapter with one line naming `make results`.
+    """
+    from pathlib import Path
+
+    from . import published
+
+    if not results_root or not (Path(results_root) / published.PROVENANCE).exists():
+        return None
+    rows = published.load(results_root, data_root=data_root)
+    tests_table, tests = comparisons(rows, [(la, base.with_overrides(**a), lb, base.with_overrides(**b))
+                                            for la, a, lb, b in pairs], metrics)
+    return {"prov": published.read_provenance(results_root), "rows": rows, "tests": tests,
+            "table": category_table(rows, base, methods, metrics[0]), "tests_table": tests_table}
+
+
+def glue_verdicts(grid: Mapping[str, Any] | None, keys: Mapping[str, tuple[str, str]]) -> None:
+    """Glue `verdict` of each (comparison, metric) under its key, and `grid_line` (the grid in one line); without a
+    grid every key says so."""
+    from . import published
+
+    if grid is None:
+        glue_all({k: "not measured (no result grid in this build)" for k in keys} | {"grid_line": "no result grid"})
+        return
+    glue_all({k: verdict(grid["tests"][key]) for k, key in keys.items()}
+             | {"grid_line": published.grid_summary(grid["prov"])})
+
+
+def one_class_table(rows: Sequence[Mapping[str, Any]], base: Config, methods: Sequence[str]):
+    """The paper's one-class layout on a grid: one row per category and seen type, per method "unseen image AUROC /
+    unseen pixel AUROC" and all-types PRO, mean ± std over seeds (use rows of `collect(score="official")` to put
+    them beside the paper's)."""
+    found = {m: at_defaults(rows, base, m) for m in methods}
+    cells = sorted({(r["category"], r["known_types"]) for rs in found.values() for r in rs})
+    body = []
+    for cat, seen in cells:
+        row: list[Any] = [cat, seen]
+        for m in methods:
+            rs = [r for r in found[m] if (r["category"], r["known_types"]) == (cat, seen)]
+            row += [f"{pm([r['unseen_image_auroc'] for r in rs])} / {pm([r['unseen_pixel_auroc'] for r in rs])}",
+                    pm([r["pro"] for r in rs])]
+        body.append(row)
+    head = ["category", "seen type"]
+    for m in methods:
+        head += [f"{NAMES.get(m, m)}: unseen image / pixel AUROC", f"{NAMES.get(m, m)}: PRO (all types)"]
+    return table(head, body)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -69,10 +70,14 @@ def test_flows_chapter(tmp_path):
     assert len(images) >= 4  # affine clouds, flow panels, comparison, log p vs ℓ
 
 
-def test_contrastive_chapter(tmp_path, smoke_root, chapter_runs):
+def test_contrastive_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
     nb = run_chapter(ROOT / "book" / "contrastive.ipynb", tmp_path / "contrastive.ipynb", profile="smoke",
-                     data_root=str(smoke_root), n_known=1, **chapter_runs)
+                     data_root=str(smoke_root), n_known=1, results_root=str(smoke_grid), **chapter_runs)
     g = glued(nb)
+    for key in ("g_bgad_firm", "g_firm_nf"):
+        assert "of 4 pairs higher; Wilcoxon p = " in g[key], (key, g[key])
+    # with the smoke profile's one known anomaly FIRM and SupCon can coincide: 4 pairs, possibly all tied
+    assert "of 4 pairs higher" in g["g_firm_supcon"]
     assert float(g["mask_err"]) < 1e-12  # the masks in the text give exactly the package's three losses
     assert int(g["n_synthetic"]) == 3 * int(g["n_normal_train"])  # three rotations per normal image
     aurocs = [float(g[f"auroc_{o}"]) for o in ("simclr", "supcon", "firm", "pixels")]
@@ -173,10 +178,13 @@ def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
     assert len(images) >= 3  # per-level histograms, β×τ grid, per-chunk b_n
 
 
-def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs):
+def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
     nb = run_chapter(ROOT / "book" / "bgspp.ipynb", tmp_path / "bgspp.ipynb", profile="smoke", data_root=str(smoke_root),
-              n_known=1, **chapter_runs)
+              n_known=1, results_root=str(smoke_grid), **chapter_runs)
     g = glued(nb)
+    for key in ("g_bgad_nf", "g_bgad_pp", "g_bgad_strong"):  # the grid's paired tests: 2 categories × 2 seeds
+        assert "of 4 pairs higher; Wilcoxon p = " in g[key], (key, g[key])
+    assert g["grid_line"].startswith("32 of 32 runs (complete)")
     # the worked example: pull mean over {-1.2} = 0.20, push mean over {-1.05, -0.1, 0.5} = (0.05+1.0+1.6)/3
     assert (g["toy_ln"], g["toy_la"], g["toy_loss"]) == ("0.20", "0.88", "1.08")
     assert int(g["n_phase1"]) == 2 and int(g["n_phase2"]) == 1
@@ -230,20 +238,30 @@ def test_ablations_chapter(tmp_path, smoke_root, chapter_runs):
     assert g["n_moves"] == "0" and g["largest_move"] == "no setting was varied"
 
 
-def test_ablations_chapter_on_a_published_grid(tmp_path, smoke_root, chapter_runs):
+@pytest.fixture(scope="module")
+def smoke_grid(smoke_root, tmp_path_factory) -> Path:
+    """A published result grid on the smoke data: 5 methods × brick, grass × seen type crack × seeds 0, 1, and
+    three one-at-a-time runs (λ = 0, the strong push-pull, τ = 0) per cell: 32 runs, as `make results` on a small scale."""
     from bgad_mini.cli import main
 
-    grid_dir = tmp_path / "results"
+    grid_dir = tmp_path_factory.mktemp("smoke_grid") / "results"
+    cache = tmp_path_factory.mktemp("smoke_grid_cache")
     assert main(["ablate", "--data-root", str(smoke_root), "--categories", "brick", "grass", "--methods", "nf",
-                 "pushpull", "bgad", "--known-types", "crack", "--seeds", "0", "1", "--profile", "smoke",
-                 "--set", "n_known=1", f"cache_dir={chapter_runs['cache_dir']}", "--axes", "bgad:lambda=0",
+                 "pushpull", "bgad", "firm", "supcon", "--known-types", "crack", "--seeds", "0", "1", "--profile",
+                 "smoke", "--set", "n_known=1", f"cache_dir={cache}", "--axes", "bgad:lambda=0",
                  "pushpull:push=linear", "bgad:tau=0", "--jobs", "2", "--publish", "--no-progress",
                  "--out", str(grid_dir)]) == 0
+    return grid_dir
+
+
+def test_ablations_chapter_on_a_published_grid(tmp_path, smoke_root, chapter_runs, smoke_grid):
+    grid_dir = tmp_path / "results"
+    shutil.copytree(smoke_grid, grid_dir)  # this test makes it stale below
     nb = run_chapter(ROOT / "book" / "ablations.ipynb", tmp_path / "ablations.ipynb", profile="smoke",
                      data_root=str(smoke_root), known_types="crack", n_known=1, methods="nf, pushpull, bgad",
                      ablation_root=str(grid_dir), live_param="tau", live_value="0.05", **chapter_runs)
     g = glued(nb)
-    assert "the committed grid (24 of 24 runs (complete)" in g["source"] and g["n_runs"] == "24"
+    assert "the committed grid (32 of 32 runs (complete)" in g["source"] and g["n_runs"] == "32"
     assert g["n_pairs"] == "4"  # 2 categories × 1 seen type × 2 seeds
     for key in ("t_bgad_nf", "t_bgad_pp", "c_0", "c_2"):
         assert "of 4 pairs higher; Wilcoxon p = " in g[key], (key, g[key])
@@ -273,14 +291,19 @@ def _reproduce_run(run_dir: Path, seed: int, image: float) -> None:
     }))
 
 
-def test_reproduction_chapter_puts_the_official_score_beside_the_paper(tmp_path):
+def test_reproduction_chapter_puts_the_official_score_beside_the_paper(tmp_path, smoke_root, smoke_grid):
     from bgad_mini.config import Config
 
     rdir = tmp_path / "reproduce"
     _reproduce_run(rdir / "runs" / "bgad_carpet_multi_s0_x", 0, 0.95)
     _reproduce_run(rdir / "runs" / "bgad_carpet_multi_s1_x", 1, 0.97)
     nb = run_chapter(ROOT / "book" / "reproduction.ipynb", tmp_path / "reproduction.ipynb", profile="smoke",
-                     reproduce_dir=str(rdir))
+                     reproduce_dir=str(rdir), results_root=str(smoke_grid), data_root=str(smoke_root))
+    # our one-class column from the grid: one row per category and seen type, three methods
+    grid_md = [o["data"]["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
+               if "unseen image / pixel AUROC" in o.get("data", {}).get("text/markdown", "")]
+    assert grid_md and "| brick | crack |" in grid_md[0] and "| grass | crack |" in grid_md[0]
+    assert glued(nb)["grid_one_class"].startswith("32 of 32 runs (complete)")
     md = [o["data"]["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
           if "finished run(s)" in o.get("data", {}).get("text/markdown", "")]
     assert md and "official score, official-style PRO" in md[0] and "‡" not in md[0]
