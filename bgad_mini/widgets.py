@@ -42,13 +42,42 @@ def boundary_grid(normal_ll: np.ndarray, abnormal_ll: np.ndarray, betas: Sequenc
 # ----------------------------------------------------------------------------------------------
 # ipywidgets (live in Jupyter / Colab)
 # ----------------------------------------------------------------------------------------------
+def live_figure(draw, controls, text=None, dpi: int = 90):
+    """`controls` (name -> ipywidgets control) above a PNG image that `draw(**values)` (a matplotlib figure)
+    redraws whenever a control changes, and an optional caption line `text(**values)`.
+
+    The figure goes into an `ipywidgets.Image`, never an `Output` widget: a notebook runner (nbclient, so
+    papermill and Jupyter Book) redirects the messages of a cell that captures output into an `Output` widget,
+    and can then wait forever for the cell to end (it did in this project's CI). Returns the VBox.
+    """
+    import io
+
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    image, caption = w.Image(format="png"), w.HTML()
+
+    def refresh(_change=None) -> None:
+        values = {name: c.value for name, c in controls.items()}
+        fig = draw(**values)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        image.value = buf.getvalue()
+        if text is not None:
+            caption.value = text(**values)
+
+    for c in controls.values():
+        c.observe(refresh, names="value")
+    refresh()
+    return w.VBox([w.HBox(list(controls.values())), image] + ([caption] if text is not None else []))
+
+
 def boundary_widget(normal_ll: np.ndarray, abnormal_ll: np.ndarray, normalizer: float = 10.0, beta: float = 0.01,
                     tau: float = 0.1, beta_log10_range: tuple[float, float] = (-3.0, -0.7),
                     tau_range: tuple[float, float] = (0.0, 0.5), bins: int = 80):
-    """β (log scale) and τ sliders that redraw `viz.plot_boundary_hist` and the counts line."""
+    """β (log scale) and τ sliders that redraw `viz.plot_boundary_hist` and the counts line (`live_figure`)."""
     import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     from .viz import hist_range, plot_boundary_hist
 
@@ -60,15 +89,14 @@ def boundary_widget(normal_ll: np.ndarray, abnormal_ll: np.ndarray, normalizer: 
     s_tau = w.FloatSlider(value=tau, min=tau_range[0], max=tau_range[1], step=0.01, description="τ",
                           readout_format=".2f", continuous_update=False)
 
-    def draw(beta: float, tau: float) -> None:
+    def draw(beta: float, tau: float):
         st = boundary_state(normal_ll, abnormal_ll, beta, tau, normalizer)
-        fig = plot_boundary_hist(xn, xa, st["b_n"], st["b_a"], bins=bins, x_range=x_range)
-        display(fig)
-        plt.close(fig)
-        display(w.HTML(f"<code>{html.escape(st['text'])}</code>"))
+        return plot_boundary_hist(xn, xa, st["b_n"], st["b_a"], bins=bins, x_range=x_range)
 
-    out = w.interactive_output(draw, {"beta": s_beta, "tau": s_tau})
-    return w.VBox([w.HBox([s_beta, s_tau]), out])
+    def text(beta: float, tau: float) -> str:
+        return f"<code>{html.escape(boundary_state(normal_ll, abnormal_ll, beta, tau, normalizer)['text'])}</code>"
+
+    return live_figure(draw, {"beta": s_beta, "tau": s_tau}, text)
 
 
 # ----------------------------------------------------------------------------------------------

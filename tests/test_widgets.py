@@ -141,6 +141,15 @@ def test_boundary_widget_builds_with_sliders(constructed):
     sliders = box.children[0].children
     assert [s.description for s in sliders] == ["β", "τ"]
     assert sliders[0].value == pytest.approx(0.02) and sliders[1].value == pytest.approx(0.15)
+    # the figure is a PNG image redrawn when a slider moves; no Output widget (nbclient can hang on those)
+    import ipywidgets
+
+    image, caption = box.children[1], box.children[2]
+    assert isinstance(image, ipywidgets.Image) and image.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not any(isinstance(c, ipywidgets.Output) for c in box.children)
+    before, text_before = image.value, caption.value
+    sliders[1].value = 0.4
+    assert image.value != before and "τ = 0.4" in caption.value and caption.value != text_before
 
 
 def test_book_plots_return_figures(constructed):
