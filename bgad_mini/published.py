@@ -110,9 +110,10 @@ def check(root: str | os.PathLike, data_root: str | None = None) -> dict[str, An
 
 
 def load(root: str | os.PathLike, data_root: str | None = None, score: str = "default") -> list[dict[str, Any]]:
-    """The rows (`summary.collect`) of a published grid, after `check`."""
-    check(root, data_root)
-    return collect(root, score=score)
+    """The rows (`summary.collect`) of the runs a published grid's provenance lists, after `check` (a run that
+    finished after PROVENANCE.json was written is not part of the grid)."""
+    keys = set(check(root, data_root)["run_keys"])
+    return [r for r in collect(root, score=score) if Path(r["run_dir"]).name in keys]
 
 
 def sample(root: str | os.PathLike, n: int = 3) -> list[Path]:

@@ -116,3 +116,11 @@ def test_only_finished_publishes_an_incomplete_grid_without_training(published_g
     prov = json.loads((out / "PROVENANCE.json").read_text())
     assert (prov["runs"], prov["finished"], prov["complete"]) == (9, 6, False)
     assert len(list((out / "runs").iterdir())) == 6  # nothing trained
+
+
+def test_load_reads_only_the_runs_the_provenance_lists(published_grid, tmp_path):
+    out = tmp_path / "grid"
+    shutil.copytree(published_grid, out)
+    extra = out / "runs" / "nf_brick_crack_s9_000000000000"
+    shutil.copytree(next((out / "runs").iterdir()), extra)  # a run that finished after PROVENANCE.json
+    assert len(published.load(out)) == 6
