@@ -349,7 +349,8 @@ def parse_axes(items: Iterable[str]) -> list[tuple[tuple[str, ...], str, list[st
             methods = tuple(m.strip() for m in head.split("+") if m.strip())
             bad = [m for m in methods if m not in METHODS]
             if bad:
-                raise BgadError(f"unknown method(s) {', '.join(bad)} in --axes {item!r}; choose from {', '.join(METHODS)}")
+                raise BgadError(f"unknown method(s) {', '.join(bad)} in --axes {item!r}; "
+                                f"choose from {', '.join(METHODS)}")
             item = rest
         ((key, values),) = parse_grid([item]).items()
         out.append((methods, key, values))

@@ -217,17 +217,18 @@ def test_training_records_epochs_and_resumes_exactly(tmp_path, monkeypatch, meth
         real_replace(src, dst)
 
     run = tmp_path / "run"
+    ckpt = str(run / "contrastive.pt")
     monkeypatch.setattr(contrastive.os, "replace", replace_once)
     with pytest.raises(KeyboardInterrupt):
-        train_contrastive(method, normal, anomalies, masks, c, ext, progress=False, checkpoint=str(run / "contrastive.pt"))
+        train_contrastive(method, normal, anomalies, masks, c, ext, progress=False, checkpoint=ckpt)
     monkeypatch.setattr(contrastive.os, "replace", real_replace)
     assert torch.load(run / "contrastive.pt", weights_only=False)["epoch"] == 0
-    resumed, hist2 = train_contrastive(method, normal, anomalies, masks, c, ext, progress=False, checkpoint=str(run / "contrastive.pt"))
+    resumed, hist2 = train_contrastive(method, normal, anomalies, masks, c, ext, progress=False, checkpoint=ckpt)
     assert [h["epoch"] for h in hist2] == [0, 1] and hist2[1]["loss"] == pytest.approx(hist[1]["loss"], abs=1e-6)
     for key, value in full.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
     # a finished run is loaded without touching the backbone
-    again, hist3 = train_contrastive(method, normal, anomalies, masks, c, None, progress=False, checkpoint=str(run / "contrastive.pt"))
+    again, hist3 = train_contrastive(method, normal, anomalies, masks, c, None, progress=False, checkpoint=ckpt)
     assert len(hist3) == 2 and torch.equal(again.linear.weight, resumed.linear.weight)
 
 

@@ -120,7 +120,8 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     part = ConditionalFlows([4, 8], cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha)
     part.load_state_dict(init)
     with pytest.raises(Stop):
-        train_flows(part, TrainData(feats), cfg, checkpoint=str(tmp_path / "b" / "checkpoint.pt"), progress=False, on_epoch_end=stop_after_two)
+        train_flows(part, TrainData(feats), cfg, checkpoint=str(tmp_path / "b" / "checkpoint.pt"), progress=False,
+                    on_epoch_end=stop_after_two)
     resumed = ConditionalFlows([4, 8], cfg.pos_dim, cfg.coupling_blocks, cfg.clamp_alpha)
     hist = train_flows(resumed, TrainData(feats), cfg, checkpoint=str(tmp_path / "b" / "checkpoint.pt"), progress=False)
     assert [r["epoch"] for r in hist.epochs] == [0, 1, 2, 3]
