@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from bgad_mini.published import cpu_model
 from bgad_mini.utils import write_json
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -481,15 +482,7 @@ def table(entries: dict[str, dict]) -> str:
 
 
 def machine(threads: int) -> dict[str, Any]:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_model": model, "cores": os.cpu_count(), "torch_threads": threads, "platform": platform.platform(),
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "torch_threads": threads, "platform": platform.platform(),
             "python": platform.python_version(), "loadavg_at_start": list(os.getloadavg())}
 
 

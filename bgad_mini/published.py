@@ -33,17 +33,20 @@ PROVENANCE = "PROVENANCE.json"
 REBUILD = "run `make results` to recompute it (about two hours on 2 cores), or check out the code that made it"
 
 
-def machine() -> dict[str, Any]:
-    """CPU model, cores this process may use, platform."""
-    model = platform.processor()
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what `platform.processor` says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": model or "unknown", "cores": available_cores(), "platform": platform.platform()}
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores this process may use, platform."""
+    return {"cpu": cpu_model(), "cores": available_cores(), "platform": platform.platform()}
 
 
 def prune(run_dir: str | os.PathLike) -> None:
