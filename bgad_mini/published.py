@@ -15,7 +15,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -47,14 +46,6 @@ def cpu_model() -> str:
 def machine() -> dict[str, Any]:
     """CPU model, cores this process may use, platform."""
     return {"cpu": cpu_model(), "cores": available_cores(), "platform": platform.platform()}
-
-
-def prune(run_dir: str | os.PathLike) -> None:
-    """Keep only results.json in a finished run folder (weights, checkpoints and figures go)."""
-    folder = RunFolder(run_dir)
-    for f in Path(folder.path).iterdir():
-        if f != folder.results:
-            shutil.rmtree(f) if f.is_dir() else f.unlink()
 
 
 def write_provenance(out: str | os.PathLike, command: str, configs: Sequence[Config], records: Sequence[dict],
