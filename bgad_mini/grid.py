@@ -11,11 +11,14 @@ separate processes, each with `max(1, cores // jobs)` torch threads (jobs × thr
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
+import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -188,8 +191,10 @@ def _load_or_run(cfg: Config, run_dir: str, progress: bool = False) -> dict:
 
 
 def _run_one(cfg_dict: dict, run_dir: str, threads: int, runner: Callable | None, in_worker: bool,
-             results_only: bool = False) -> dict:
-    """One job (in a worker process, or in this one when jobs = 1): never raises, reports failure instead."""
+             results_only: bool = False, log: bool = False) -> dict:
+    """One job (in a worker process, or in this one when jobs = 1): never raises, reports failure instead.
+
+    With `log`, the run's progress bars and messages go to its `run.log` (read by the lab's per-run bars)."""
     if in_worker:
         _set_thread_env(threads)  # before this process imports torch (the pipeline imports it lazily)
     start = time.perf_counter()
@@ -197,7 +202,12 @@ def _run_one(cfg_dict: dict, run_dir: str, threads: int, runner: Callable | None
     try:
         cfg = Config.from_dict(cfg_dict).with_overrides(threads=threads)
         out.mkdir(parents=True, exist_ok=True)
-        results = (runner or _load_or_run)(cfg, str(out), progress=False)
+        if log:
+            with open(RunFolder(out).log, "a", buffering=1) as fh, \
+                    contextlib.redirect_stderr(fh), contextlib.redirect_stdout(fh):
+                results = (runner or _load_or_run)(cfg, str(out), progress=True)
+        else:
+            results = (runner or _load_or_run)(cfg, str(out), progress=False)
         if results_only:  # a published grid keeps results.json only
             for f in out.iterdir():
                 if f.name != RunFolder(out).results.name:
@@ -212,9 +222,14 @@ def _run_one(cfg_dict: dict, run_dir: str, threads: int, runner: Callable | None
             RunFolder(out).error.write_text(traceback.format_exc())
         except OSError:
             pass
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        return {"status": "failed", "results": None, "error": f"{type(exc).__name__}: {msg}",
+        return {"status": "failed", "results": None, "error": one_line(exc),
                 "seconds": time.perf_counter() - start, "pid": os.getpid()}
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line (a grid reports a failed run this way; its traceback is in error.txt)."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {msg}"
 
 
 def _init_worker(threads: int) -> None:
@@ -249,36 +264,91 @@ def one_at_a_time(base: Config, axes: Mapping[str, Sequence[Any]], method: str =
     return dedupe(configs)
 
 
+@dataclass
+class Job:
+    """One missing run handed to an executor: its index in the records, its config (as a dict) and folder."""
+
+    index: int
+    config: dict
+    run_dir: str
+
+
+@dataclass
+class Execution:
+    """What every executor gets: the jobs, how to run one (`_run_one`'s other arguments) and whom to tell."""
+
+    jobs: list[Job]
+    threads: int
+    runner: Callable | None
+    results_only: bool
+    log: bool
+    started: Callable[[int, Any], None]  # (job index, where: a pid or a worker address)
+    finish: Callable[[int, dict], None]  # (job index, outcome of _run_one)
+    stop: threading.Event | None
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def args(self, job: Job, in_worker: bool) -> tuple:
+        return (job.config, job.run_dir, self.threads, self.runner, in_worker, self.results_only, self.log)
+
+
+def plan(configs: Sequence[Config], runs: str | os.PathLike) -> list[dict]:
+    """One record per config (see `run_grid`): finished runs come back `reused` with their results, the others
+    with status None. Reads only the run folders' JSON (no training, no torch)."""
+    records = []
+    for cfg in configs:
+        key = run_key(cfg)
+        run_dir = Path(runs) / key
+        done = finished(run_dir, cfg)
+        records.append({"key": key, "run_dir": str(run_dir), "config": cfg, "status": "reused" if done else None,
+                        "error": None, "seconds": 0.0, "results": done, "where": None})
+    return records
+
+
 def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, progress: bool = True,
              runner: Callable | None = None, mp_context: str = "spawn", runs_dir: str | os.PathLike | None = None,
-             results_only: bool = False) -> list[dict]:
+             results_only: bool = False, scheduler: str | None = None, processes: bool | None = None,
+             on_update: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
+             log: bool = False) -> list[dict]:
     """Run every config into `out/runs/<run_key>` (or `runs_dir/<run_key>`: the chapters' run cache), reusing
     finished runs; return one record per config, in order.
 
-    A record is {"key", "run_dir", "config" (Config), "status" ("reused" | "trained" | "failed"), "error"
-    (one line or None), "seconds", "results" (the results dict or None)}. With `jobs` > 1 the missing runs go
-    to a `ProcessPoolExecutor` (`mp_context`, default spawn: safe with torch) of min(jobs, missing) processes,
-    each with OMP_NUM_THREADS and `cfg.threads` = max(1, cores // processes); with jobs = 1 they run here, one
-    after another. A failing job is reported in one line (traceback in its `error.txt`) and the others go on.
-    `runner(cfg, run_dir, progress=False)` replaces `runs.load_or_run` (it must be picklable when jobs > 1).
+    A record is {"key", "run_dir", "config" (Config), "status" ("reused" | "running" | "trained" | "failed" |
+    "stopped"), "error" (one line or None), "seconds", "results" (the results dict or None), "where" (the pid or
+    Dask worker that ran it)}. Executors:
+
+    - local, one after another in this process (jobs = 1, the default);
+    - local processes (jobs > 1, or `processes=True`): a `ProcessPoolExecutor` (`mp_context`, default spawn: safe
+      with torch) of min(jobs, missing) processes, each with OMP_NUM_THREADS and `cfg.threads` = max(1, cores //
+      processes);
+    - a Dask cluster (`scheduler`: "tcp://HOST:8786" or a scheduler file's path; `bgad-mini[cluster]`): one task
+      per missing run (see `cluster.py`).
+
+    A failing job is reported in one line (traceback in its `error.txt`) and the others go on. `on_update(record)`
+    is called when a run starts and when it ends; setting `stop` ends the grid cleanly: no new run starts, running
+    processes are ended (their last epoch checkpoint stays, so the run resumes next time) and marked "stopped".
+    `log` writes each run's progress bars to its `run.log`. `runner(cfg, run_dir, progress=...)` replaces
+    `runs.load_or_run` (it must be picklable when runs leave this process).
     """
     if jobs < 1:
         raise BgadError(f"--jobs must be >= 1, got {jobs}")
     runs = Path(runs_dir) if runs_dir is not None else Path(out) / RUNS
     runs.mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
-    todo: list[int] = []
-    for cfg in configs:
-        key = run_key(cfg)
-        run_dir = runs / key
-        done = finished(run_dir, cfg)
-        records.append({"key": key, "run_dir": str(run_dir), "config": cfg, "status": "reused" if done else None,
-                        "error": None, "seconds": 0.0, "results": done})
-        if done is None:
-            todo.append(len(records) - 1)
+    records = plan(configs, runs)
+    todo = [i for i, r in enumerate(records) if r["status"] is None]
     n_reused = len(records) - len(todo)
-    workers = min(jobs, len(todo)) if todo else 0
-    threads = threads_per_job(max(1, workers))
+    if scheduler:
+        from .cluster import execute_dask, describe
+
+        executor, how = execute_dask, describe(scheduler)
+        threads = threads_per_job(1)
+    else:
+        workers = min(jobs, len(todo)) if todo else 0
+        threads = threads_per_job(max(1, workers))
+        use_processes = workers > 1 or (processes and workers > 0)
+        executor = _execute_processes if use_processes else _execute_inline
+        how = f"{workers} processes × {threads} threads" if use_processes else f"this process × {threads} threads"
 
     from tqdm.auto import tqdm
 
@@ -287,50 +357,106 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
             tqdm.write(line, file=sys.stderr)  # beside the bar (stderr); the final report goes to stdout
 
     if progress:
-        print(f"{len(records)} runs: {n_reused} finished (reused), {len(todo)} to run"
-              + (f" in {workers} processes × {threads} threads" if todo else ""), file=sys.stderr)
+        print(f"{len(records)} runs: {n_reused} finished (reused), {len(todo)} to run" + (f" in {how}" if todo else ""),
+              file=sys.stderr)
     bar = tqdm(total=len(todo), disable=not progress or not todo, unit="run", desc="ablation", file=sys.stderr)
+
+    def started(i: int, where: Any) -> None:
+        records[i].update(status="running", where=where)
+        if on_update:
+            on_update(records[i])
 
     def finish(i: int, outcome: dict) -> None:
         rec = records[i]
-        rec.update({k: outcome[k] for k in ("status", "error", "seconds", "results")})
+        rec.update({k: outcome.get(k) for k in ("status", "error", "seconds", "results")})
+        rec["where"] = outcome.get("where", outcome.get("pid", rec.get("where")))
         if rec["status"] == "failed":
             say(f"FAILED {rec['key']}: {rec['error']} (traceback: {RunFolder(rec['run_dir']).error})")
+        elif rec["status"] == "stopped":
+            say(f"stopped {rec['key']} (it resumes from its last checkpoint next time)")
         else:
             say(f"done {rec['key']} in {rec['seconds']:.0f} s: {_fmt_metrics(rec['results'].get('metrics'))}")
         bar.update(1)
+        if on_update:
+            on_update(rec)
 
+    jobs_ = [Job(i, records[i]["config"].to_dict(), records[i]["run_dir"]) for i in todo]
+    execution = Execution(jobs_, threads, runner, results_only, log, started, finish, stop)
     try:
-        if workers == 1:
-            for i in todo:
-                r = records[i]
-                finish(i, _run_one(r["config"].to_dict(), r["run_dir"], threads, runner, in_worker=False,
-                                   results_only=results_only))
-        elif workers > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            ctx = multiprocessing.get_context(mp_context)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(threads,)) as pool:
-                futures = {pool.submit(_run_one, records[i]["config"].to_dict(), records[i]["run_dir"], threads,
-                                       runner, True, results_only): i for i in todo}
-                try:
-                    for fut in as_completed(futures):
-                        try:
-                            outcome = fut.result()
-                        except Exception as exc:  # the worker process died (e.g. out of memory)
-                            outcome = {"status": "failed", "results": None, "seconds": 0.0,
-                                       "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
-                        finish(futures[fut], outcome)
-                except KeyboardInterrupt:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+        if jobs_:
+            if scheduler:
+                executor(execution, scheduler)
+            elif executor is _execute_processes:
+                executor(execution, min(jobs, len(jobs_)), mp_context)
+            else:
+                executor(execution)
     finally:
         bar.close()
     return records
 
 
+def _stopped(execution: Execution, job: Job) -> None:
+    execution.finish(job.index, {"status": "stopped", "results": None, "error": None, "seconds": 0.0})
+
+
+def _execute_inline(execution: Execution) -> None:
+    """One run after another in this process (`stop` is checked between runs)."""
+    for job in execution.jobs:
+        if execution.stopping():
+            _stopped(execution, job)
+            continue
+        execution.started(job.index, os.getpid())
+        execution.finish(job.index, _run_one(*execution.args(job, in_worker=False)))
+
+
+def _execute_processes(execution: Execution, workers: int, mp_context: str) -> None:
+    """A pool of `workers` spawned processes; on `stop` (or Ctrl-C) pending runs are cancelled and running ones
+    ended, so each keeps its last epoch checkpoint."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context(mp_context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(execution.threads,))
+    futures = {pool.submit(_run_one, *execution.args(job, in_worker=True)): job for job in execution.jobs}
+    announced: set[int] = set()
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in futures:
+                job = futures[fut]
+                if job.index not in announced and (fut.running() or fut.done()):
+                    announced.add(job.index)
+                    execution.started(job.index, "process")
+            for fut in done:
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # the worker process died (e.g. out of memory) or was ended by stop
+                    outcome = {"status": "stopped" if execution.stopping() else "failed", "results": None,
+                               "seconds": 0.0, "error": None if execution.stopping() else one_line(exc)}
+                execution.finish(futures[fut].index, outcome)
+            if execution.stopping() and pending:
+                for fut in pending:
+                    fut.cancel()
+                _end_processes(pool)
+                for fut in pending:
+                    _stopped(execution, futures[fut])
+                pending = set()
+    except KeyboardInterrupt:
+        _end_processes(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _end_processes(pool) -> None:
+    """End a pool's worker processes now (SIGTERM): a run stops mid-epoch and resumes from its checkpoint."""
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.join(timeout=10)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class RunFolder:
     figure = property(lambda self: self.path / "anomaly_maps.png")
     error = property(lambda self: self.path / "error.txt")  # a failed grid job's traceback
     lock = property(lambda self: self.path / "run.lock")
+    log = property(lambda self: self.path / "run.log")  # a grid job's progress bars and messages (`grid --log`)
 
     def trained_state(self) -> list[Path]:
         """Files that hold training state: removed when the run must start again."""

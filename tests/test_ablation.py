@@ -13,6 +13,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -238,6 +240,45 @@ def test_a_failing_job_is_reported_and_the_others_finish(tmp_path, capsys):
     assert "Traceback" in (Path(recs[1]["run_dir"]) / "error.txt").read_text()
     err = capsys.readouterr().err
     assert f"FAILED {recs[1]['key']}: BgadError: boom on seed 1 second line" in err
+
+
+def slow_run(cfg: Config, out, progress: bool = False) -> dict:
+    """fake_run after `extra["sleep"]` seconds, with a progress line as tqdm would write it."""
+    print(f"train:  50%|#####     | 1/2 [00:01<00:01, progress={progress}]", file=sys.stderr)
+    time.sleep(float(cfg.extra.get("sleep", 0)))
+    return fake_run(cfg, out, progress)
+
+
+def test_updates_in_order_and_each_run_logs_its_progress(tmp_path):
+    cfgs = _grid(n_seeds=1)
+    updates = []
+    recs = run_grid(cfgs, tmp_path, progress=False, runner=slow_run, log=True,
+                    on_update=lambda r: updates.append((r["key"], r["status"])))
+    keys = [r["key"] for r in recs]
+    assert updates == [(keys[0], "running"), (keys[0], "trained"), (keys[1], "running"), (keys[1], "trained")]
+    log = (Path(recs[0]["run_dir"]) / "run.log").read_text()
+    assert "1/2" in log and "progress=True" in log  # the run's bars go to its log, not to this process
+
+
+def test_stop_ends_a_process_grid_cleanly(tmp_path):
+    cfgs = expand_grid(methods=("nf",), categories=("brick",), known_types=("crack",), seeds=(0, 1, 2),
+                       base=base_cfg(extra={"sleep": 60}), check_data=False)
+    stop = threading.Event()
+    updates = []
+
+    def on_update(rec):
+        updates.append(rec["status"])
+        if rec["status"] == "running":
+            stop.set()  # as the lab's Stop button does
+
+    t0 = time.perf_counter()
+    recs = run_grid(cfgs, tmp_path, processes=True, progress=False, runner=slow_run, on_update=on_update,
+                    stop=stop)
+    assert time.perf_counter() - t0 < 45  # the 60 s run was ended, not waited for
+    assert [r["status"] for r in recs] == ["stopped"] * 3 and updates[0] == "running"
+    assert not calls(tmp_path) and not any((Path(r["run_dir"]) / "results.json").exists() for r in recs)
+    again = run_grid(_grid(n_seeds=1), tmp_path, progress=False, runner=fake_run)  # the grid runs on afterwards
+    assert [r["status"] for r in again] == ["trained"] * 2
 
 
 def test_cli_exit_code_1_when_a_job_fails(tmp_path, monkeypatch, capsys, tiny_root):
