@@ -47,7 +47,7 @@ _COLUMN_FIELDS = {"category": "category", "setting": "setting", "known_types": "
                   "push": "push"}
 
 
-def _at_base(value: Any, base_value: Any) -> bool:
+def at_base(value: Any, base_value: Any) -> bool:
     if isinstance(base_value, tuple):
         base_value = "+".join(base_value)
     if isinstance(base_value, bool) or isinstance(value, bool):
@@ -80,7 +80,7 @@ def axis_rows(rows: Sequence[Mapping[str, Any]], base: Config, method: str, colu
             if (f is None or col == column or f == field or col in free or not hasattr(base, f)
                     or not _uses(method, col)):
                 continue
-            if not _at_base(value, getattr(base, f)):
+            if not at_base(value, getattr(base, f)):
                 ok = False
                 break
         if ok:
