@@ -40,10 +40,11 @@ book: $(STAMP) $(DATA)/meta.json
 	$(VENV)/bin/bgad-mini results check
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 
-# the rendered book in headless Chromium (Debian packages chromium, chromium-driver); report and screenshots
-# in _build/browser/
+# the rendered book in headless Chromium (Debian packages chromium, chromium-driver), then the ablation lab in a
+# real JupyterLab (Run clicked, a 6-run smoke grid); reports and screenshots in _build/browser/
 check-html: $(STAMP)
 	$(PYTHON) tests/browser_check.py --html _build/html --out _build/browser
+	$(PYTHON) tests/lab_screenshot.py --out _build/browser
 
 results: $(STAMP) $(DATA)/meta.json
 	$(VENV)/bin/bgad-mini ablate $(RESULTS_GRID) --jobs 2 --publish --out results

@@ -312,11 +312,12 @@ class Lab:
         self.known = w.SelectMultiple(options=types, value=tuple(t for t in base.known_types if t in types),
                                       description="seen types", rows=min(7, len(types)), style=style)
         self.seeds = w.Text(value=str(base.seed), description="seeds", style=style, layout=layout)
-        self.axes = {k: w.Text(value="", description=f"{label} values", placeholder="e.g. 0.005, 0.05",
-                               style=style, layout=layout) for k, label in AXES.items() if k != "boundary"}
+        examples = {"beta": "0.005, 0.05", "tau": "0, 0.2", "lambda": "0, 2", "n_known": "1, 5"}
+        self.axes = {k: w.Text(value="", description=f"{AXES[k]} values", placeholder=f"e.g. {v}", style=style,
+                               layout=layout) for k, v in examples.items()}
         self.axes["boundary"] = w.SelectMultiple(options=("batch", "epoch"), value=(), description="boundary",
                                                  rows=2, style=style)
-        self.product = w.Checkbox(value=False, description="full product of the axes (else one at a time)",
+        self.product = w.Checkbox(value=False, description="full product (else one at a time)",
                                   style=style)
         self.jobs = w.BoundedIntText(value=max(1, min(2, available_cores())), min=1, max=max(1, available_cores()),
                                      description="parallel runs", style=style, layout=w.Layout(width="160px"))
@@ -333,7 +334,7 @@ class Lab:
                                           ("image AUROC", "image_auroc")], value="pro", description="metric",
                                  style=style)
         self.table = w.HTML()
-        self.figure = w.Image(format="png")
+        self.figure = w.Image(format="png", layout=w.Layout(max_width="760px"))
         self.figure_note = w.HTML()
         self._bars: dict[str, tuple] = {}
 
@@ -458,11 +459,15 @@ class Lab:
         counts = {s: sum(1 for r in self.records if r["status"] == s) for s in ("trained", "failed", "stopped")}
         self.overall_label.value = (f"{done} of {len(self.records)} done: " + ", ".join(f"{v} {k}" for k, v in
                                                                                          counts.items() if v))
-        rows = []
+        rows, queued = [], 0
         for rec in self.records:
             if rec["status"] != "running":
                 continue
-            state = log_progress(_tail(RunFolder(rec["run_dir"]).log))
+            log = RunFolder(rec["run_dir"]).log
+            if not log.exists():  # handed to the pool, not started by a process yet
+                queued += 1
+                continue
+            state = log_progress(_tail(log))
             bar, label = self._bars.get(rec["key"]) or (w.IntProgress(min=0, max=1, layout=w.Layout(width="240px")),
                                                          w.HTML())
             self._bars[rec["key"]] = (bar, label)
@@ -470,6 +475,8 @@ class Lab:
             bar.max, bar.value = max(1, total), min(n, max(1, total))
             label.value = html.escape(f"{rec['key']}: {desc} {n}/{total}")
             rows.append(w.HBox([bar, label]))
+        if rows or queued:
+            self.overall_label.value += f" ({len(rows)} running" + (f", {queued} queued)" if queued else ")")
         self.running.children = tuple(rows)
 
     # -- results ------------------------------------------------------------------------------
