@@ -1,14 +1,17 @@
-"""Open every page of the rendered book in headless Chromium and check it as a reader would see it.
+"""Open every page of the rendered book in headless Chromium and check it as a reader would see it, offline.
 
     python tests/browser_check.py [--html _build/html] [--out _build/browser]
 
-For every page in `_toc.yml`: no JavaScript error (uncaught exceptions and console errors), every <img> loaded,
-every internal link resolves, every equation is typeset by MathJax (vendored in `_vendor/mathjax`, so this holds
-offline), no unrendered `{glue...}` role. On the Boundary chapter the static β/τ explorer must
-respond to the keyboard: moving β moves b_n and changes the counts, moving τ moves only b_a. Writes
-`<out>/report.json` and screenshots of the Boundary chapter (`boundary.png`, `boundary_explorer.png`).
-External resources that an offline machine cannot fetch are listed in the report, not counted as failures;
-everything the book ships must load. Exit code 1 with one line per problem.
+The browser reaches only the local server on 127.0.0.1: every other address goes to a dead proxy and resolves to
+nothing, so anything fetched from a CDN fails here (`network` in the report says so). For every page in `_toc.yml`:
+no JavaScript error (uncaught exceptions and console errors), every <img> loaded, every internal link resolves,
+every equation is typeset by MathJax (vendored in `_vendor/mathjax`), no unrendered `{glue...}` role, no
+traceback. Each kernel-free explorer (`EXPLORERS`: Plotly figures, plotly.js vendored into `_static/`) must be
+drawn, and every slider and dropdown must change the chart when the mouse moves it (the graph div's data and
+layout are read before and after); on the β/τ explorer moving β moves b_n and the counts, moving τ moves only
+b_a. Writes `<out>/report.json`, a screenshot of each explorer (`<id>.png`) and of each explorer's page.
+External resources are listed in the report, not counted as failures; everything the book ships must load.
+Exit code 1 with one line per problem.
 
 Needs Debian's `chromium` and `chromium-driver` (`/usr/bin/chromium`, `/usr/bin/chromedriver`) and `selenium`.
 """
@@ -28,7 +31,11 @@ from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPLORER_PAGE = "book/boundary"
+#: The kernel-free explorers: page -> ids of their wrapping <div> (the Plotly div inside has class plotly-graph-div).
+EXPLORERS = {"book/boundary": ("bt-explorer",), "book/bgspp": ("lambda-explorer",),
+             "book/ablations": ("grid-explorer",)}
+#: A URL that only the network could serve: fetching it must fail in the check's browser.
+EXTERNAL_PROBE = "https://cdn.plot.ly/plotly-2.35.2.min.js"
 #: Records every uncaught error and console.error from the first line of each page on.
 ERROR_HOOK = """
 window.__bookErrors = [];
@@ -93,7 +100,10 @@ def make_driver(chromium: str, chromedriver: str):
     opts.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-extensions", "--disable-component-update",
-                 "--no-first-run", "--window-size=1280,1000", "--hide-scrollbars"):
+                 "--no-first-run", "--window-size=1280,1000", "--hide-scrollbars",
+                 # the network is blocked: all but loopback goes to a dead proxy, and no host name resolves
+                 "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=opts)
@@ -167,58 +177,135 @@ def check_page(driver, base: str, page: str) -> dict:
             "svg": driver.execute_script("return document.querySelectorAll('svg').length")}
 
 
-def check_explorer(driver, base: str, out: Path) -> dict:
-    """Move the β and τ sliders of the static explorer with the keyboard; the lines and counts must follow."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
+def network_probe(driver, base: str) -> dict:
+    """Fetch the local index and an external URL from the page: the first must load, the second must fail."""
+    driver.get(base)
+    script = """
+    var done = arguments[arguments.length - 1];
+    function get(url) { return fetch(url, {mode: 'no-cors', cache: 'no-store'}).then(function () { return true; },
+                                                                                  function () { return false; }); }
+    Promise.all([get(arguments[0]), get(arguments[1])]).then(done);
+    """
+    driver.set_script_timeout(30)
+    local_ok, external_ok = driver.execute_async_script(script, base, EXTERNAL_PROBE)
+    driver.get_log("browser")  # the failed probe's console line is not a problem of the first page
+    return {"local_loads": local_ok, "external_blocked": not external_ok, "probe": EXTERNAL_PROBE}
 
-    driver.get(urljoin(base, EXPLORER_PAGE + ".html"))
-    time.sleep(0.5)
+
+#: What a reader sees of one Plotly figure: its traces, lines, labels, title and where its controls stand.
+PLOT_STATE = """
+var gd = document.querySelector('#' + arguments[0] + ' .plotly-graph-div');
+if (!window.Plotly || !gd || !gd._fullLayout) { return null; }
+var L = gd.layout;
+function active(list) { return (list || []).map(function (c) { return c.active || 0; }); }
+return {figure: JSON.stringify([gd.data.map(function (t) { return [t.x, t.y, t.marker && t.marker.color]; }),
+                                L.shapes, L.annotations, L.title, L.yaxis && L.yaxis.range]),
+        title: (L.title && L.title.text) || '', shapes: (L.shapes || []).map(function (s) { return s.x0; }),
+        sliders: active(L.sliders), menus: active(L.updatemenus),
+        steps: (L.sliders || []).map(function (c) { return c.steps.length; }),
+        buttons: (L.updatemenus || []).map(function (c) { return c.buttons.length; })};
+"""
+
+
+def _wait_for(driver, fn, seconds: float = 10.0):
+    value = None
+    for _ in range(int(seconds / 0.1)):
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    return value
+
+
+def _click_slider(driver, box_id: str, k: int, step: int) -> None:
+    """Click slider k's rail at step `step` (the label's position), as a reader does with the mouse."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    group = driver.find_elements("css selector", f"#{box_id} .slider-group")[k]
+    rail = group.find_element("css selector", ".slider-rail-touch-rect")
+    dx = driver.execute_script("""
+        var r = arguments[0].getBoundingClientRect(), l = arguments[1].querySelectorAll('.slider-label-group');
+        var t = l[arguments[2]].getBoundingClientRect(); return (t.x + t.width / 2) - (r.x + r.width / 2);""",
+                               rail, group, step)
+    ActionChains(driver).move_to_element_with_offset(rail, int(round(dx)), 0).click().perform()
+
+
+def _click_menu(driver, box_id: str, k: int, button: int) -> None:
+    """Open dropdown k and click its button `button`."""
+    header = driver.find_elements("css selector", f"#{box_id} .updatemenu-header-group")[k]
+    header.click()
+    buttons = _wait_for(driver, lambda: driver.find_elements(
+        "css selector", f"#{box_id} .updatemenu-dropdown-button-group .updatemenu-dropdown-button"), 3)
+    buttons[button].click()
+
+
+def check_explorer(driver, box_id: str, out: Path) -> dict:
+    """Move every slider and dropdown of the explorer #box_id on the loaded page; the chart must change each time.
+    On the β/τ explorer (#bt-explorer) β must move b_n and the counts, τ only b_a."""
     problems: list[str] = []
-    if not driver.find_elements(By.ID, "bt-explorer"):
-        return {"problems": [f"no β/τ explorer (#bt-explorer) on {EXPLORER_PAGE}"]}
-    box = driver.find_element(By.ID, "bt-explorer")
+    if not driver.find_elements("id", box_id):
+        return {"id": box_id, "problems": [f"no explorer #{box_id}"]}
+    box = driver.find_element("id", box_id)
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
-
-    def state() -> dict:
-        return {"counts": driver.find_element(By.ID, "bt-counts").text,
-                "b_n": driver.find_element(By.ID, "bt-bn").get_attribute("x1"),
-                "b_a": driver.find_element(By.ID, "bt-ba").get_attribute("x1"),
-                "beta": driver.find_element(By.ID, "bt-beta-value").text,
-                "tau": driver.find_element(By.ID, "bt-tau-value").text}
-
-    def move(slider_id: str, key: str, times: int = 2) -> None:
-        slider = driver.find_element(By.ID, slider_id)
-        slider.click()
-        for _ in range(times):
-            slider.send_keys(key)
-        time.sleep(0.2)
-
-    start = state()
-    beta_slider = driver.find_element(By.ID, "bt-beta")
-    at_max = beta_slider.get_attribute("value") == beta_slider.get_attribute("max")
-    move("bt-beta", Keys.ARROW_LEFT if at_max else Keys.ARROW_RIGHT)
-    after_beta = state()
-    if after_beta["beta"] == start["beta"]:
-        problems.append("moving the β slider did not change the β readout")
-    if after_beta["b_n"] == start["b_n"] or after_beta["counts"] == start["counts"]:
-        problems.append("moving β did not move b_n or change the counts")
-    tau_slider = driver.find_element(By.ID, "bt-tau")
-    at_max = tau_slider.get_attribute("value") == tau_slider.get_attribute("max")
-    move("bt-tau", Keys.ARROW_LEFT if at_max else Keys.ARROW_RIGHT)
-    after_tau = state()
-    if after_tau["b_a"] == after_beta["b_a"] or after_tau["tau"] == after_beta["tau"]:
-        problems.append("moving the τ slider did not move b_a")
-    if after_tau["b_n"] != after_beta["b_n"]:
-        problems.append("moving τ moved b_n (it must move only b_a = b_n − τ)")
-    box.screenshot(str(out / "boundary_explorer.png"))
-    height = driver.execute_script("return document.body.scrollHeight")
-    driver.set_window_size(1280, min(int(height) + 100, 16000))
+    start = _wait_for(driver, lambda: driver.execute_script(PLOT_STATE, box_id))
+    if not start:
+        plotly = driver.execute_script("return typeof window.Plotly")
+        return {"id": box_id, "problems": [f"#{box_id} was not drawn (window.Plotly is {plotly}: plotly.js must load "
+                                           f"from the book's _static/, not from the network)"]}
     time.sleep(0.3)
-    driver.save_screenshot(str(out / "boundary.png"))
-    driver.set_window_size(1280, 1000)
-    return {"problems": problems, "start": start, "after_beta": after_beta, "after_tau": after_tau,
-            "screenshots": ["boundary.png", "boundary_explorer.png"]}
+    box.screenshot(str(out / f"{box_id}.png"))
+    moves = []
+    controls = [("slider", k, n) for k, n in enumerate(start["steps"])] + \
+               [("menu", k, n) for k, n in enumerate(start["buttons"])]
+    if not controls:
+        problems.append(f"#{box_id} has no slider or dropdown")
+    for kind, k, n in controls:
+        before = driver.execute_script(PLOT_STATE, box_id)
+        now = before["sliders" if kind == "slider" else "menus"][k]
+        target = (now + 2 if now + 2 < n else max(now - 2, 0)) if kind == "slider" else (now + 1) % n
+        if target == now:
+            target = (now + 1) % n
+        try:
+            (_click_slider if kind == "slider" else _click_menu)(driver, box_id, k, target)
+        except Exception as exc:  # a control that is missing or cannot be clicked
+            problems.append(f"#{box_id}: could not move {kind} {k}: {type(exc).__name__}: {str(exc)[:120]}")
+            continue
+        after = _wait_for(driver, lambda: (lambda s: s if s["figure"] != before["figure"] else None)(
+            driver.execute_script(PLOT_STATE, box_id)), 3) or driver.execute_script(PLOT_STATE, box_id)
+        moved = after["sliders" if kind == "slider" else "menus"][k]
+        moves.append({"control": f"{kind} {k}", "from": now, "to": moved, "title_before": before["title"],
+                      "title_after": after["title"], "shapes_before": before["shapes"],
+                      "shapes_after": after["shapes"], "chart_changed": after["figure"] != before["figure"]})
+        if moved != target:
+            problems.append(f"#{box_id}: {kind} {k} did not move to step {target} when clicked (at {moved})")
+        elif after["figure"] == before["figure"]:
+            problems.append(f"#{box_id}: moving {kind} {k} did not change the chart")
+    if box_id == "bt-explorer" and len(moves) == 2:
+        beta, tau = moves
+        if beta["shapes_after"][1:2] == beta["shapes_before"][1:2] or beta["title_after"] == beta["title_before"]:
+            problems.append("moving β did not move b_n or change the counts")
+        if tau["shapes_after"][2:3] == tau["shapes_before"][2:3]:
+            problems.append("moving the τ slider did not move b_a")
+        if tau["shapes_after"][1:2] != tau["shapes_before"][1:2]:
+            problems.append("moving τ moved b_n (it must move only b_a = b_n − τ)")
+    return {"id": box_id, "problems": problems, "start": {k: start[k] for k in ("title", "sliders", "menus")},
+            "moves": moves, "screenshot": f"{box_id}.png"}
+
+
+def check_explorers(driver, base: str, out: Path, pages: list[str]) -> list[dict]:
+    """Every explorer of `EXPLORERS` on the pages of the book; a screenshot of each page that has one."""
+    results = []
+    for page in [p for p in pages if p in EXPLORERS]:
+        driver.get(urljoin(base, page + ".html"))
+        time.sleep(0.5)
+        for box_id in EXPLORERS[page]:
+            results.append({"page": page, **check_explorer(driver, box_id, out)})
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1280, min(int(height) + 100, 16000))
+        time.sleep(0.3)
+        driver.save_screenshot(str(out / f"{page.rsplit('/', 1)[-1]}.png"))
+        driver.set_window_size(1280, 1000)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,21 +333,26 @@ def main(argv: list[str] | None = None) -> int:
     driver = make_driver(args.chromium, args.chromedriver)
     t0 = time.perf_counter()
     try:
-        pages = [check_page(driver, base, p) for p in toc_pages(Path(args.toc))]
-        explorer = check_explorer(driver, base, out)
+        network = network_probe(driver, base)
+        toc = toc_pages(Path(args.toc))
+        pages = [check_page(driver, base, p) for p in toc]
+        explorers = check_explorers(driver, base, out, toc)
     finally:
         driver.quit()
         server.shutdown()
     problems = [f"{p['page']}: {e}" for p in pages for e in p["errors"]]
-    problems += [f"{EXPLORER_PAGE}: {e}" for e in explorer["problems"]]
-    report = {"pages": pages, "explorer": explorer, "problems": problems,
+    problems += [f"{x['page']}: {e}" for x in explorers for e in x["problems"]]
+    if not network["external_blocked"] or not network["local_loads"]:
+        problems.append(f"the network was not blocked as the check needs it: {network}")
+    report = {"network": network, "pages": pages, "explorers": explorers, "problems": problems,
               "external_not_loaded": sorted({u for p in pages for u in p["external_not_loaded"]}),
               "seconds": round(time.perf_counter() - t0, 1),
               "browser": driver.capabilities.get("browserVersion")}
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     n_img = sum(p["images"] for p in pages)
-    print(f"browser check: {len(pages)} pages, {n_img} images, explorer "
-          f"{'responds' if not explorer['problems'] else 'FAILS'}, {len(problems)} problems "
+    responding = sum(not x["problems"] for x in explorers)
+    print(f"browser check (network blocked but 127.0.0.1): {len(pages)} pages, {n_img} images, "
+          f"{responding} of {len(explorers)} explorers respond, {len(problems)} problems "
           f"({report['seconds']} s, Chromium {report['browser']}); report: {out / 'report.json'}")
     if report["external_not_loaded"]:
         print(f"  not loaded (external, offline): {', '.join(report['external_not_loaded'])}")
