@@ -1,10 +1,6 @@
-"""The β/τ widgets through the pure functions they wrap, the static HTML explorer, and the book's plots."""
+"""The β/τ widgets through the pure functions they wrap, and the book's plots (the kernel-free explorers:
+test_explorers.py)."""
 from __future__ import annotations
-
-import json
-import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -56,82 +52,6 @@ def test_counts_monotone_in_beta_and_tau():
     for b in betas:  # distinct values: exactly ⌊nβ⌋ + 1 normals at or below b_n
         assert grid[(b, 0.1)]["normal_below_bn"] == int(normal.size * b) + 1
         assert grid[(b, 0.0)]["normal_in_margin"] == 0  # τ = 0: the margin is empty
-
-
-def test_explorer_data_one_frame_per_grid_point(constructed):
-    normal, abnormal = constructed
-    betas, taus = [0.01, 0.05, 0.2], [0.0, 0.1]
-    d = widgets.explorer_data(normal, abnormal, betas, taus, bins=20)
-    assert len(d["frames"]) == len(betas) * len(taus)
-    for i, b in enumerate(betas):
-        for j, t in enumerate(taus):
-            f = d["frames"][i * len(taus) + j]
-            assert (f["beta"], f["tau"]) == (b, t)
-            assert f == {k: v for k, v in widgets.boundary_state(normal, abnormal, b, t).items() if k in f}
-    widths = np.diff(d["edges"])
-    assert np.sum(np.array(d["normal_density"]) * widths) == pytest.approx(1.0)
-    assert np.sum(np.array(d["abnormal_density"]) * widths) == pytest.approx(1.0)
-    assert d["edges"][0] <= min(f["b_a"] for f in d["frames"])  # every b_a is inside the drawn range
-
-
-def _explorer(constructed, betas=(0.01, 0.05, 0.2), taus=(0.0, 0.1, 0.2)):
-    normal, abnormal = constructed
-    return widgets.boundary_explorer_html(normal, abnormal, list(betas), list(taus), beta=0.05, tau=0.1), betas, taus
-
-
-def test_explorer_html_has_ids_sliders_and_a_frame_per_grid_point(constructed):
-    page, betas, taus = _explorer(constructed)
-    for element_id in ("bt-explorer", "bt-beta", "bt-tau", "bt-counts", "bt-data", "bt-bn", "bt-ba", "bt-margin"):
-        assert page.count(f'id="{element_id}"') == 1, element_id
-    assert re.search(r'<input type="range" id="bt-beta" min="0" max="2" step="1" value="1">', page)
-    assert re.search(r'<input type="range" id="bt-tau" min="0" max="2" step="1" value="1">', page)
-    data = json.loads(re.search(r'<script type="application/json" id="bt-data">(.*?)</script>', page, re.S).group(1))
-    assert len(data["frames"]) == len(betas) * len(taus)
-    assert len({f["text"] for f in data["frames"]}) == len(betas) * len(taus)  # every grid point says something new
-    assert "src=" not in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing external
-    initial = data["frames"][1 * len(taus) + 1]["text"]
-    assert initial.replace("&", "&amp;") in page  # the counts line is filled before any script runs
-
-
-_DOM_SHIM = r"""
-const fs = require("fs");
-const page = fs.readFileSync(process.argv[2], "utf8");
-const el = {};
-function node(id) {
-  if (!el[id]) el[id] = {id, attrs: {}, textContent: "", value: "0", listeners: {},
-    setAttribute(k, v) { this.attrs[k] = v; }, addEventListener(t, f) { (this.listeners[t] = this.listeners[t] || []).push(f); }};
-  return el[id];
-}
-node("bt-data").textContent = page.match(/<script type="application\/json" id="bt-data">([\s\S]*?)<\/script>/)[1];
-node("bt-beta").value = page.match(/id="bt-beta"[^>]*value="(\d+)"/)[1];
-node("bt-tau").value = page.match(/id="bt-tau"[^>]*value="(\d+)"/)[1];
-global.document = {getElementById: node};
-const scripts = [...page.matchAll(/<script>([\s\S]*?)<\/script>/g)].map(m => m[1]);
-scripts.forEach(s => eval(s));
-const out = [el["bt-counts"].textContent, el["bt-bn"].attrs.x1];
-el["bt-beta"].value = "2"; el["bt-beta"].listeners.input.forEach(f => f());
-out.push(el["bt-counts"].textContent, el["bt-bn"].attrs.x1);
-el["bt-tau"].value = "0"; el["bt-tau"].listeners.input.forEach(f => f());
-out.push(el["bt-counts"].textContent, el["bt-ba"].attrs.x1, el["bt-bn"].attrs.x1);
-console.log(JSON.stringify(out));
-"""
-
-
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the explorer's JavaScript")
-def test_explorer_script_updates_counts_when_sliders_move(constructed, tmp_path):
-    page, betas, taus = _explorer(constructed)
-    (tmp_path / "page.html").write_text(page)
-    (tmp_path / "shim.js").write_text(_DOM_SHIM)
-    res = subprocess.run(["node", str(tmp_path / "shim.js"), str(tmp_path / "page.html")], capture_output=True,
-                         text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    t0, bn0, t1, bn1, t2, ba2, bn2 = json.loads(res.stdout)
-    data = json.loads(re.search(r'id="bt-data">(.*?)</script>', page, re.S).group(1))
-    assert t0 == data["frames"][1 * 3 + 1]["text"]  # β index 1, τ index 1
-    assert t1 == data["frames"][2 * 3 + 1]["text"] and t1 != t0  # β slider moved to index 2
-    assert bn1 > bn0  # larger β: b_n line moves right
-    assert t2 == data["frames"][2 * 3 + 0]["text"]  # τ slider moved to 0: the lines coincide
-    assert ba2 == pytest.approx(bn2)
 
 
 def test_boundary_widget_builds_with_sliders(constructed):
