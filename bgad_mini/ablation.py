@@ -16,13 +16,14 @@ def ablate(data_root: str | None, categories: Sequence[str] | None, methods: Seq
            known_types: Sequence[str] | None, seeds: Sequence[int], profile: str, out: str | os.PathLike,
            grid: Sequence[str] = (), sets: Mapping[str, Any] | None = None, jobs: int = 1,
            progress: bool = True, runner: Callable | None = None, axes: Sequence[str] = (), publish: bool = False,
-           command: str = "", only_finished: bool = False) -> int:
+           command: str = "", only_finished: bool = False, scheduler: str | None = None,
+           threads_per_task: int = 0) -> int:
     """Expand the product grid, then the one-at-a-time `axes` on the first seen type; run the product grid in
     `training_order`, then the axes one after another in the order given (each over every category and seed, so an
     interrupted grid leaves whole axes behind); collect, write outputs; print where they
     are. With `publish`, keep only each run's results.json and write PROVENANCE.json (`command` is recorded
-    there). With `only_finished`, train nothing: collect and publish what is finished. Returns 0, or 1 when any
-    job failed."""
+    there). With `only_finished`, train nothing: collect and publish what is finished. `scheduler` runs the missing
+    runs on a Dask cluster (`run_grid`, `cluster`). Returns 0, or 1 when any job failed."""
     common = dict(settings=settings, categories=categories, seeds=seeds, profile=profile, data_root=data_root,
                   overrides=sets)
     configs = training_order(expand_grid(methods=methods, known_types=known_types, grid=parse_grid(grid), **common))
@@ -36,7 +37,8 @@ def ablate(data_root: str | None, categories: Sequence[str] | None, methods: Seq
         for r in records:
             r["status"] = "reused" if r["results"] is not None else "missing"
     else:
-        records = run_grid(configs, out, jobs=jobs, progress=progress, runner=runner, results_only=publish)
+        records = run_grid(configs, out, jobs=jobs, progress=progress, runner=runner, results_only=publish,
+                           scheduler=scheduler, threads_per_task=threads_per_task)
     rows = collect(out, configs)
     paths = write_outputs(rows, out)
     print_report(records, paths)

@@ -92,6 +92,7 @@ def _add_grid_commands(sub) -> None:
     ab.add_argument("--only-finished", action="store_true",
                     help="train nothing: collect (and with --publish, publish) the runs that are finished")
     ab.add_argument("--no-progress", action="store_true")
+    _add_cluster_options(ab)
 
     rs = sub.add_parser("results", help="check or verify a published result grid (results/)")
     rs.add_argument("action", choices=("check", "verify"),
@@ -101,6 +102,7 @@ def _add_grid_commands(sub) -> None:
     rs.add_argument("--sample", type=int, default=3, help="verify: how many runs to rerun (default 3)")
     rs.add_argument("--jobs", type=int, default=1, help="verify: parallel reruns")
     rs.add_argument("--no-progress", action="store_true")
+    _add_cluster_options(rs)
 
     rp = sub.add_parser("reproduce", help="BGAD on every category found, tables beside the paper's own numbers")
     rp.add_argument("--data-root", default=os.path.join("data", "mvtec"), help="MVTecAD (or BTAD) root")
@@ -113,13 +115,39 @@ def _add_grid_commands(sub) -> None:
                     help="any Config field; several pairs after one --set")
     rp.add_argument("--jobs", type=int, default=1, help="parallel runs; each gets max(1, cores // jobs) threads")
     rp.add_argument("--no-progress", action="store_true")
+    _add_cluster_options(rp)
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """--scheduler / --scheduler-file: the missing runs as Dask tasks (`cluster.py`, `bgad-mini[cluster]`)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                       help="run each missing run as one task on this Dask scheduler's workers (instead of --jobs)")
+    where.add_argument("--scheduler-file", default=None, metavar="PATH",
+                       help="the same, with the scheduler's address read from the file `dask scheduler "
+                            "--scheduler-file` (or dask-jobqueue) wrote")
+    parser.add_argument("--threads-per-task", type=int, default=0, metavar="N",
+                        help="torch threads of each run on a cluster (default: a worker machine's cores divided by "
+                             "the runs its workers run at once)")
+
+
+def _cluster(args: argparse.Namespace) -> dict:
+    """run_grid's `scheduler` and `threads_per_task` from the command line (a one-line error on a bad mix)."""
+    scheduler = args.scheduler_file or args.scheduler
+    if args.scheduler and "://" not in args.scheduler:
+        scheduler = f"tcp://{args.scheduler}"
+    if scheduler and args.jobs != 1:
+        raise BgadError("--jobs is for runs on this machine; on a cluster each worker thread runs one run at a time")
+    if args.threads_per_task < 0 or (args.threads_per_task and not scheduler):
+        raise BgadError("--threads-per-task N (N >= 1) goes with --scheduler or --scheduler-file")
+    return dict(scheduler=scheduler, threads_per_task=args.threads_per_task)
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
     from .ablation import ablate
     from .reproduce import reproduce
 
-    common = dict(sets=_parse_sets(args.sets), jobs=args.jobs, progress=not args.no_progress)
+    common = dict(sets=_parse_sets(args.sets), jobs=args.jobs, progress=not args.no_progress, **_cluster(args))
     if args.command == "ablate":
         command = " ".join(shlex.quote(a) for a in ["bgad-mini", *args.argv])
         return ablate(args.data_root, args.categories, args.methods, args.settings, args.known_types,
@@ -137,7 +165,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
         print(f"{args.root}: made by this code on this data; {published.grid_summary(prov)}")
         return 0
     report = published.verify(args.root, n=args.sample, jobs=args.jobs, data_root=args.data_root,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, **_cluster(args))
     for r in report:
         print(f"  {r['run']}: {r['metrics_compared']} metrics, largest difference {r['max_abs_diff']:.1e}")
     print(f"{args.root}: {len(report)} runs rerun from scratch match the committed metrics (to 1e-3)")

@@ -12,6 +12,7 @@ separate processes, each with `max(1, cores // jobs)` torch threads (jobs × thr
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import sys
@@ -292,6 +293,11 @@ class Execution:
     def args(self, job: Job, in_worker: bool) -> tuple:
         return (job.config, job.run_dir, self.threads, self.runner, in_worker, self.results_only, self.log)
 
+    def call(self, job: Job) -> Callable[..., dict]:
+        """`_run_one` for `job` in a worker, picklable, still waiting for `threads=` (a Dask task picks its own)."""
+        return functools.partial(_run_one, job.config, job.run_dir, runner=self.runner, in_worker=True,
+                                 results_only=self.results_only, log=self.log)
+
 
 def plan(configs: Sequence[Config], runs: str | os.PathLike) -> list[dict]:
     """One record per config (see `run_grid`): finished runs come back `reused` with their results, the others
@@ -310,7 +316,7 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
              runner: Callable | None = None, mp_context: str = "spawn", runs_dir: str | os.PathLike | None = None,
              results_only: bool = False, scheduler: str | None = None, processes: bool | None = None,
              on_update: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
-             log: bool = False) -> list[dict]:
+             log: bool = False, threads_per_task: int = 0) -> list[dict]:
     """Run every config into `out/runs/<run_key>` (or `runs_dir/<run_key>`: the chapters' run cache), reusing
     finished runs; return one record per config, in order.
 
@@ -323,7 +329,8 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
       with torch) of min(jobs, missing) processes, each with OMP_NUM_THREADS and `cfg.threads` = max(1, cores //
       processes);
     - a Dask cluster (`scheduler`: "tcp://HOST:8786" or a scheduler file's path; `bgad-mini[cluster]`): one task
-      per missing run (see `cluster.py`).
+      per missing run (see `cluster.py`), each with `threads_per_task` torch threads (0: the worker machine's cores
+      divided by the runs it runs at once, the rule of local processes).
 
     A failing job is reported in one line (traceback in its `error.txt`) and the others go on. `on_update(record)`
     is called when a run starts and when it ends; setting `stop` ends the grid cleanly: no new run starts, running
@@ -342,7 +349,7 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
         from .cluster import execute_dask, describe
 
         executor, how = execute_dask, describe(scheduler)
-        threads = threads_per_job(1)
+        threads = threads_per_task  # 0: each task picks its own, on its worker
     else:
         workers = min(jobs, len(todo)) if todo else 0
         threads = threads_per_job(max(1, workers))

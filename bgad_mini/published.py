@@ -126,9 +126,11 @@ def sample(root: str | os.PathLike, n: int = 3) -> list[Path]:
 
 
 def verify(root: str | os.PathLike, n: int = 3, tolerance: float = 1e-3, jobs: int = 1, data_root: str | None = None,
-           cache_dir: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+           cache_dir: str | None = None, progress: bool = True, scheduler: str | None = None,
+           threads_per_task: int = 0) -> list[dict[str, Any]]:
     """Rerun `sample(root, n)` from scratch (fresh run folders, no shared phase 1) and compare every metric of
-    results.csv's columns; return one record per run, raise a BgadError naming the first mismatch."""
+    results.csv's columns; return one record per run, raise a BgadError naming the first mismatch. `scheduler`
+    reruns them on a Dask cluster (`run_grid`; each result comes back with its task)."""
     check(root, data_root)
     runs = sample(root, n)
     saved = [json.loads(RunFolder(r).results.read_text()) for r in runs]
@@ -139,7 +141,8 @@ def verify(root: str | os.PathLike, n: int = 3, tolerance: float = 1e-3, jobs: i
         overrides["cache_dir"] = cache_dir
     configs = [Config.from_dict(s["config"]).with_overrides(**overrides) for s in saved]
     with tempfile.TemporaryDirectory(prefix="verify_results_") as tmp:
-        records = run_grid(configs, tmp, jobs=jobs, progress=progress)
+        records = run_grid(configs, tmp, jobs=jobs, progress=progress, scheduler=scheduler,
+                           threads_per_task=threads_per_task)
     report, bad = [], []
     for run, old, rec in zip(runs, saved, records):
         if rec["status"] == "failed":

@@ -296,11 +296,14 @@ def _one_class_table(one: Sequence[Mapping[str, Any]], methods: Sequence[str], m
 
 def reproduce(data_root: str, profile: str, out: str | os.PathLike, categories: Sequence[str] | None = None,
               seeds: Sequence[int] = (0,), methods: Sequence[str] = ("bgad",), sets: Mapping[str, Any] | None = None,
-              jobs: int = 1, progress: bool = True, runner: Callable | None = None) -> int:
+              jobs: int = 1, progress: bool = True, runner: Callable | None = None, scheduler: str | None = None,
+              threads_per_task: int = 0) -> int:
     """Run the paper's settings (`reproduce_configs`), then write out/reproduce.md and the two table CSVs beside
-    the usual results.csv, summary.csv and plots. Returns 0, or 1 when any job failed (tables show the rest)."""
+    the usual results.csv, summary.csv and plots. Returns 0, or 1 when any job failed (tables show the rest).
+    `scheduler` runs the grid on a Dask cluster (`run_grid`)."""
     configs = reproduce_configs(data_root, profile, categories, seeds, methods, sets)
-    records = run_grid(configs, out, jobs=jobs, progress=progress, runner=runner)
+    records = run_grid(configs, out, jobs=jobs, progress=progress, runner=runner, scheduler=scheduler,
+                       threads_per_task=threads_per_task)
     rows = collect(out, configs)
     paths = write_outputs(rows, out, summarize(rows))  # the default score, as every other table
     md, multi_rows, one_rows = reproduce_tables(summarize(collect(out, configs, score="official")), methods)
