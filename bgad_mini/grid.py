@@ -444,8 +444,8 @@ def _execute_processes(execution: Execution, workers: int, mp_context: str) -> N
                                "seconds": 0.0, "error": None if execution.stopping() else one_line(exc)}
                 execution.finish(futures[fut].index, outcome)
             if execution.stopping() and pending:
-                for fut in pending:
-                    fut.cancel()
+                # not fut.cancel(): the pool's manager thread sets BrokenProcessPool on every pending future once
+                # its processes are gone, and a cancelled future would make it raise InvalidStateError
                 _end_processes(pool)
                 for fut in pending:
                     _stopped(execution, futures[fut])
