@@ -17,9 +17,27 @@ def _plt():
     return plt
 
 
-NORMAL_COLOUR = "tab:blue"
-ABNORMAL_COLOUR = "tab:red"
-MARGIN_COLOUR = "gold"
+#: The book's one palette (colour-blind-safe Okabe-Ito hues): what a patch or image is, and which method made a
+#: number. Every figure (and the Plotly explorers) takes its colours from here.
+GROUP_COLOURS = {"normal": "#0072B2", "seen": "#E69F00", "unseen": "#D55E00", "anomalous": "#D55E00",
+                 "margin": "#F0E442"}
+METHOD_COLOURS = {"nf": "#7F7F7F", "pushpull": "#CC79A7", "bgad": "#009E73", "supcon": "#56B4E9",
+                  "firm": "#8C564B", "cflow": "#000000", "patchcore": "#6A3D9A"}
+NORMAL_COLOUR = GROUP_COLOURS["normal"]
+ABNORMAL_COLOUR = GROUP_COLOURS["anomalous"]
+MARGIN_COLOUR = GROUP_COLOURS["margin"]
+
+
+def method_colour(name: str, fallback: int = 0) -> str:
+    """The colour of a method, found by its key anywhere in `name` ("BGAD (BG-SPP)", "bgad β=0.05"); BGAD† and
+    push-pull are `pushpull`. Other names get matplotlib's cycle colour `fallback`."""
+    low = str(name).lower()
+    if "†" in low or "push-pull" in low or "pushpull" in low:
+        return METHOD_COLOURS["pushpull"]
+    for key in ("patchcore", "cflow", "supcon", "firm", "bgad", "nf"):
+        if key in low:
+            return METHOD_COLOURS[key]
+    return f"C{fallback % 10}"
 
 
 def _clean(ax) -> None:
@@ -164,9 +182,9 @@ def plot_seen_unseen_bars(rows: Sequence[dict], metrics: str | Sequence[str] = (
             pos = x + (j - (len(groups) - 1) / 2) * w
             ok = ~np.isnan(mean)
             ax.bar(pos[ok], mean[ok], w, yerr=std[ok], capsize=3,
-                   color="tab:blue" if group == "seen_" else "tab:orange", label=group.rstrip("_") + " types")
-            for px, m, e in zip(pos[ok], mean[ok], std[ok]):
-                ax.text(px, m + e, f"{m:.2f}", ha="center", va="bottom", fontsize=7)
+                   color=GROUP_COLOURS[group.rstrip("_")], label=group.rstrip("_") + " types")
+            for px, m, e in zip(pos[ok], mean[ok], std[ok]):  # 3 decimals: the differences are in the third
+                ax.text(px, m + e, f"{m:.3f}", ha="center", va="bottom", fontsize=7, rotation=90 if many else 0)
             lows += list(mean[ok] - std[ok])
         low = max(0.0, np.floor((min(lows) - 0.05) * 10) / 10) if lows else 0.0
         ax.set_ylim(low, 1.02)
@@ -209,7 +227,7 @@ def plot_sensitivity(rows: Sequence[dict], param: str, metrics: str | Sequence[s
             xs = np.array([pos[r.get(param)] for r in members])
             mean = np.array([_num(r.get(f"{metric}_mean")) for r in members])
             std = np.nan_to_num(np.array([_num(r.get(f"{metric}_std")) for r in members]))
-            colour, marker = f"C{k % 10}", "osD^v"[(k // 10) % 5]
+            colour, marker = method_colour(name, k), "osD^v"[(k // 10) % 5]
             if len(set(xs.tolist())) == 1:
                 if not np.isnan(mean[0]):
                     ax.axhline(mean[0], ls="--", color=colour, lw=1, label=f"{name} (not varied)")
@@ -256,10 +274,10 @@ def plot_one_at_a_time(panels: Mapping[str, Sequence[dict]], metric: str, defaul
                        label="± seed-to-seed difference" if k == 0 else None)
         for j, (name, value) in enumerate((references or {}).items()):
             if value is not None and not np.isnan(_num(value)):
-                ax.axhline(float(value), ls="--", lw=1, color=f"C{j + 1}", label=name if k == 0 else None)
-        ax.errorbar(xs, mean, yerr=std, color="C0", marker="o", capsize=3, mfc="white", zorder=3,
+                ax.axhline(float(value), ls="--", lw=1, color=method_colour(name, j + 1), label=name if k == 0 else None)
+        ax.errorbar(xs, mean, yerr=std, color=METHOD_COLOURS["bgad"], marker="o", capsize=3, mfc="white", zorder=3,
                     label="BGAD" if k == 0 else None)
-        ax.plot(xs[is_default], mean[is_default], "o", color="C0", ms=8, zorder=4,
+        ax.plot(xs[is_default], mean[is_default], "o", color=METHOD_COLOURS["bgad"], ms=8, zorder=4,
                 label="default" if k == 0 else None)
         ax.set_xticks(xs, [f"{r.get(col):g}" if isinstance(r.get(col), (int, float)) else str(r.get(col))
                            for r in rows])
@@ -432,7 +450,7 @@ def plot_bars(names: Sequence[str], means: Sequence[float], stds: Sequence[float
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 1.5, 3.0))
     x = np.arange(len(names))
-    colors = list(colors) if colors is not None else [f"C{i}" for i in range(len(names))]
+    colors = list(colors) if colors is not None else [method_colour(n, i) for i, n in enumerate(names)]
     ax.bar(x, means, yerr=stds, color=colors, capsize=4, alpha=0.85)
     tops = np.asarray(means, dtype=float) + (np.asarray(stds, dtype=float) if stds is not None else 0.0)
     for xi, m, top in zip(x, means, tops):
@@ -528,8 +546,10 @@ def plot_ml_loss(ell: np.ndarray, normal_ell: np.ndarray | None = None):
     return fig
 
 
-def plot_history(history: Sequence[Mapping], level_names: Sequence[str] | None = None, key: str = "loss"):
-    """Training curve: the mean loss (`key`) per epoch and level from a run's `history`; phase 2 shaded."""
+def plot_history(history: Sequence[Mapping], level_names: Sequence[str] | None = None, key: str = "loss",
+                 phase2_label: str = "phase 2"):
+    """Training curve: the mean loss (`key`) per epoch and level from a run's `history`; phase 2 shaded and
+    labelled `phase2_label` (say what the method does there: "phase 2: L_ml + BG-SPP" for BGAD)."""
     plt = _plt()
     epochs = [int(r["epoch"]) + 1 for r in history]
     n_levels = len(history[0]["levels"]) if history else 0
@@ -539,7 +559,7 @@ def plot_history(history: Sequence[Mapping], level_names: Sequence[str] | None =
         ax.plot(epochs, ys, marker="o", ms=3, label=level_names[l] if level_names else f"level {l}")
     p2 = [e for e, r in zip(epochs, history) if int(r.get("phase", 1)) == 2]
     if p2:
-        ax.axvspan(min(p2) - 0.5, max(p2) + 0.5, color="0.9", zorder=0, label="phase 2 (NF: ML continues)")
+        ax.axvspan(min(p2) - 0.5, max(p2) + 0.5, color="0.9", zorder=0, label=phase2_label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"mean {key} per chunk")
     ax.grid(alpha=0.3)
@@ -755,17 +775,86 @@ def plot_time_to_quality(runs: Sequence[Mapping[str, Any]], peers: Mapping[str, 
             rows = [r for r in runs if r["method"] == method and r.get("cpu_s") and r.get(group)]
             if not rows:
                 continue
-            ax.scatter([r["cpu_s"] for r in rows], [r[group][metric] for r in rows], marker=marker, label=method)
+            ax.scatter([r["cpu_s"] for r in rows], [r[group][metric] for r in rows], marker=marker, label=method,
+                       color=METHOD_COLOURS[method])
             for r in rows:
                 ax.annotate(r["point"], (r["cpu_s"], r[group][metric]), fontsize=7, xytext=(3, 2),
                             textcoords="offset points")
         for name, p in (peers or {}).items():
             if p.get("cpu_s") and p.get(group):
-                ax.scatter([p["cpu_s"]], [p[group][metric]], marker="*", s=120, label=name)
+                ax.scatter([p["cpu_s"]], [p[group][metric]], marker="*", s=120, label=name,
+                           color=method_colour(name))
         ax.set_xlabel("CPU seconds per run (train + evaluate)")
         ax.set_title(f"{_metric_title(metric)}, {group.replace('metrics_', '').replace('metrics', 'all')} types",
                      fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Introduction: the front figure and the pipeline diagram
+# ----------------------------------------------------------------------------------------------
+def plot_front(front: Mapping[str, Any], bins: int = 70):
+    """The book's claim in one figure (`showcase.front_example`): top, an unseen defect with its mask and the two
+    runs' anomaly maps on one colour scale; bottom, each run's normal and unseen-anomalous patch x = ℓ/normaliser
+    at the finest level with b_n, b_a and the margin."""
+    plt = _plt()
+    names = list(front["maps"])
+    fig = plt.figure(figsize=(10, 6.4))
+    grid = fig.add_gridspec(2, 6, height_ratios=[1.15, 1], hspace=0.42, wspace=0.5)
+    img = np.clip(front["image"], 0, 1).copy()
+    img[mask_outline(front["mask"])] = (0.0, 1.0, 1.0)
+    ax = fig.add_subplot(grid[0, 0:2])
+    ax.imshow(img)
+    ax.set_title(f"unseen defect: {front['type']}\n(cyan: ground truth)", fontsize=10)
+    _clean(ax)
+    vmax = float(max(np.quantile(m, 0.999) for m in front["maps"].values()))
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(grid[0, 2 + 2 * k: 4 + 2 * k])
+        im = ax.imshow(front["maps"][name], cmap="inferno", vmin=0.0, vmax=vmax)
+        ax.contour(front["mask"] > 0, levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.set_title(f"{name}: anomaly map", fontsize=10)
+        _clean(ax)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    groups = [front["groups"][n] for n in names]
+    lo = min(float(np.quantile(np.concatenate([g["normal"], g["unseen"]]), 0.002)) for g in groups)
+    hi = max(float(np.quantile(g["normal"], 0.9995)) for g in groups)
+    lo = min(lo, min(g["b_a"] for g in groups) - 0.05)
+    for k, (name, g) in enumerate(zip(names, groups)):
+        ax = fig.add_subplot(grid[1, 3 * k: 3 * k + 3])
+        plot_boundary_hist(g["normal"], g["unseen"], g["b_n"], g["b_a"], ax=ax, bins=bins, x_range=(lo, hi),
+                           title=f"{name}: test patches, finest level", legend=k == 0,
+                           abnormal_label="unseen-defect patches")
+    return fig
+
+
+def plot_pipeline():
+    """The pipeline as boxes and arrows: images → features → conditional flow → ℓ → boundary → loss / map."""
+    from matplotlib.patches import FancyBboxPatch
+
+    plt = _plt()
+    steps = [("images", "normal + a few\nknown anomalies"), ("features", "frozen CNN,\n2-3 levels"),
+             ("conditional\nflow", "one per level,\n+ position"), ("log-likelihood\nℓ", "per patch,\nℓ = log p / C"),
+             ("boundary", "b_n: β-quantile,\nb_a = b_n − τ"), ("BG-SPP\nloss", "pull normals < b_n,\npush anom. > b_a")]
+    fig, ax = plt.subplots(figsize=(11, 2.6))
+    w, gap = 1.7, 0.3
+    for i, (title, text) in enumerate(steps):
+        x = i * (w + gap)
+        colour = "#dbe8f5" if i < 4 else "#fbe3c9"
+        ax.add_patch(FancyBboxPatch((x, 0.25), w, 1.2, boxstyle="round,pad=0.04", fc=colour, ec="0.35"))
+        ax.text(x + w / 2, 1.1, title, ha="center", va="center", fontsize=10, weight="bold")
+        ax.text(x + w / 2, 0.55, text, ha="center", va="center", fontsize=9)
+        if i:
+            ax.annotate("", xy=(x - 0.02, 0.85), xytext=(x - gap + 0.02, 0.85),
+                        arrowprops=dict(arrowstyle="-|>", color="0.3", lw=1.4))
+    x_map = 3 * (w + gap)
+    ax.annotate("test time: the anomaly map from ℓ (low ℓ: anomalous), upsampled and summed over levels", xy=(x_map + w / 2, 0.22),
+                xytext=(x_map + w / 2, -0.25), ha="center", fontsize=8.5, color="0.25",
+                arrowprops=dict(arrowstyle="<|-", color="0.3", lw=1.2))
+    ax.text(4 * (w + gap) + w + gap / 2, 1.58, "training only", ha="center", fontsize=9, color="#a0522d")
+    ax.set_xlim(-0.1, len(steps) * (w + gap))
+    ax.set_ylim(-0.45, 1.7)
+    ax.axis("off")
     return fig
