@@ -54,10 +54,14 @@ verify-results: $(STAMP) $(DATA)/meta.json
 	$(VENV)/bin/bgad-mini results check
 	$(VENV)/bin/bgad-mini results verify --sample 3 --jobs 2
 
-bench: $(STAMP) $(DATA)/meta.json
+data/synthetic_smoke/meta.json: | $(STAMP)
+	$(VENV)/bin/bgad-mini data synth --out data/synthetic_smoke --profile smoke --seed 0
+
+bench: $(STAMP) $(DATA)/meta.json data/synthetic_smoke/meta.json
 	$(PYTHON) bench/bench_pipeline.py
 	$(PYTHON) bench/bench_phase1_share.py
 	$(PYTHON) bench/bench_offline.py
+	$(PYTHON) bench/bench_cluster.py
 
 # anomalib's CFlow and PatchCore beside nf and bgad (own venv bench/.peers-venv; about 27 min a category, one thread)
 bench-peers: $(STAMP) $(DATA)/meta.json
