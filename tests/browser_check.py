@@ -9,7 +9,8 @@ every equation is typeset by MathJax (vendored in `_vendor/mathjax`), no unrende
 traceback. Each kernel-free explorer (`EXPLORERS`: Plotly figures, plotly.js vendored into `_static/`) must be
 drawn, and every slider and dropdown must change the chart when the mouse moves it (the graph div's data and
 layout are read before and after); on the β/τ explorer moving β moves b_n and the counts, moving τ moves only
-b_a. Writes `<out>/report.json`, a screenshot of each explorer (`<id>.png`) and of each explorer's page.
+b_a. Writes `<out>/report.json`, a screenshot of each explorer with its caption (`<id>.png`) and of each
+explorer's page.
 External resources are listed in the report, not counted as failures; everything the book ships must load.
 Exit code 1 with one line per problem.
 
@@ -171,7 +172,11 @@ def check_page(driver, base: str, page: str) -> dict:
         errors.append(f"unrendered glue role: {raw}")
     if re.search(r"^Traceback \(most recent call last\)", body, re.M):
         errors.append("a Python traceback is shown on the page")
+    weight = driver.execute_script(  # what the page made the browser load (uncompressed: the test server)
+        "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
+        ".reduce(function (n, e) { return n + (e.decodedBodySize || 0); }, 0)")
     return {"page": page, "url": url, "seconds": round(time.perf_counter() - t0, 2), "errors": errors,
+            "kilobytes": round(weight / 1024),
             "external_not_loaded": sorted(set(external)), "images": len(images), "internal_links": len(internal),
             "equations": n_math, "equations_typeset": n_rendered,
             "svg": driver.execute_script("return document.querySelectorAll('svg').length")}
@@ -253,7 +258,10 @@ def check_explorer(driver, box_id: str, out: Path) -> dict:
         return {"id": box_id, "problems": [f"#{box_id} was not drawn (window.Plotly is {plotly}: plotly.js must load "
                                            f"from the book's _static/, not from the network)"]}
     time.sleep(0.3)
-    box.screenshot(str(out / f"{box_id}.png"))
+    framed = driver.execute_script("var f = arguments[0].closest('figure') || arguments[0];"  # with its caption
+                                   "f.scrollIntoView({block: 'center'}); return f", box)
+    time.sleep(0.2)
+    framed.screenshot(str(out / f"{box_id}.png"))
     moves = []
     controls = [("slider", k, n) for k, n in enumerate(start["steps"])] + \
                [("menu", k, n) for k, n in enumerate(start["buttons"])]
