@@ -26,12 +26,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .viz import ABNORMAL_COLOUR, MARGIN_COLOUR, METHOD_COLOURS, NORMAL_COLOUR  # the book's one palette
+
 #: Environment variable: "page" when the page loads plotly.js itself (set by the book build), else inline.
 PLOTLYJS_ENV = "BGAD_PLOTLYJS"
-NORMAL_COLOUR, ABNORMAL_COLOUR, MARGIN_COLOUR = "#1f77b4", "#d62728", "gold"  # viz's tab:blue, tab:red, gold
-#: One colour per method (matplotlib's tab10, as `viz.plot_one_at_a_time` draws BGAD, NF and BGAD†).
-METHOD_COLOURS = {"bgad": "#1f77b4", "nf": "#ff7f0e", "pushpull": "#2ca02c", "supcon": "#9467bd",
-                  "firm": "#8c564b"}
 SHORT_NAMES = {"nf": "NF", "pushpull": "BGAD†", "bgad": "BGAD", "supcon": "SupCon", "firm": "FIRM"}
 CONFIG = {"displaylogo": False, "responsive": True,
           "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"]}
@@ -302,7 +300,7 @@ def grid_state(groups: Sequence[Mapping[str, Any]], metric: str) -> dict[str, An
             xs[1].append(split)
             ys.append(mean)
             err.append(std)
-            colours.append(METHOD_COLOURS.get(g["method"], "#7f7f7f"))
+            colours.append(METHOD_COLOURS.get(g["method"], "#333333"))
             shapes.append("/" if split == "seen" else "")
             hover.append(f"{len(g['rows'])} runs")
     return {"x": xs, "y": _r(ys, 4), "error": _r(err, 4), "colour": colours, "pattern": shapes, "hover": hover}
