@@ -48,6 +48,16 @@ def glue_all(values: Mapping[str, Any]) -> None:
         glue(k, v, display=False)
 
 
+def glue_figure(name: str, fig) -> None:
+    """Glue a matplotlib figure for a `{glue:figure}` block (numbered, captioned) and close it, so that the
+    notebook does not also show it where it was made."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)
+
+
 FREE = ("category", "known_types")  # pooled over categories and seen types
 
 
@@ -137,3 +147,115 @@ def one_class_table(rows: Sequence[Mapping[str, Any]], base: Config, methods: Se
     for m in methods:
         head += [f"{NAMES.get(m, m)}: unseen image / pixel AUROC", f"{NAMES.get(m, m)}: PRO (all types)"]
     return table(head, body)
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter set-up
+# ----------------------------------------------------------------------------------------------
+def parse_list(text: Any, kind: type = str) -> list:
+    """A parameters-cell list: `"0.01, 0.1"` -> [0.01, 0.1] (with `kind`); "" -> []."""
+    return [kind(v.strip()) for v in str(text).split(",") if v.strip()]
+
+
+def thread_limit() -> int:
+    """Torch threads for a chapter's runs: the machine's OMP_NUM_THREADS when set (a shared machine), else 0 (all)."""
+    import os
+
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
+def ablation_grid(ablation_root: str, base: Config, methods: Sequence[str], axes: Mapping[str, Sequence[Any]],
+                  runs_root: str, noise: tuple[Sequence[str], Sequence[int]] = ((), ())
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """The Ablations chapter's runs: (rows, records of what this call trained or reused, where the rows came from).
+
+    `ablation_root` holding a PROVENANCE.json: the committed grid, checked against the current code and data
+    (`published.load`); another folder: the runs a `bgad-mini ablate --out` made there; "": a small grid trained
+    here into `runs_root`: `methods` at `base`, `noise` = (methods, seeds) again at more seeds, and BGAD one setting
+    of `axes` at a time. A failed run stops the chapter with one line."""
+    from pathlib import Path
+
+    from . import grid, published
+    from .errors import BgadError
+    from .summary import collect
+
+    if ablation_root and (Path(ablation_root) / published.PROVENANCE).exists():
+        rows = published.load(ablation_root, data_root=base.data_root)  # refuses other code or data
+        prov = published.read_provenance(ablation_root)
+        return rows, [], f"the committed grid ({published.grid_summary(prov)})"
+    if ablation_root:
+        return collect(ablation_root), [], f"the runs in `{ablation_root}`"
+    known = [base.known_types]
+    configs = grid.expand_grid(methods=methods, seeds=[base.seed], base=base, known_types=known)
+    noise_methods, noise_seeds = noise
+    if noise_methods and noise_seeds:
+        configs += grid.expand_grid(methods=noise_methods, seeds=noise_seeds, base=base, known_types=known)
+    axes = {k: v for k, v in axes.items() if v}
+    configs = grid.dedupe(configs + grid.one_at_a_time(base, axes, method="bgad", seeds=[base.seed],
+                                                       known_types=known))
+    records = grid.run_grid(configs, runs_root, runs_dir=runs_root)
+    failed = [r for r in records if r["status"] == "failed"]
+    if failed:
+        raise BgadError(f"{len(failed)} runs failed, first: {failed[0]['key']}: {failed[0]['error']}")
+    return collect(runs_root, configs, runs_dir=runs_root), records, "this build's grid"
+
+
+def seed_noise(rows: Sequence[Mapping[str, Any]], base: Config, methods: Sequence[str],
+               metrics: Mapping[str, str]) -> tuple[Any, dict[str, float | None]]:
+    """How much the seed alone moves each metric at `base`: a Markdown table (each method with several seeds, one
+    line per seed, then the largest change) and {metric: largest max − min over seeds of any method, or None}."""
+    per_seed = {m: {r["seed"]: r for r in axis_rows(rows, base, m, "")} for m in methods}
+    per_seed = {m: v for m, v in per_seed.items() if len(v) > 1}
+    noise: dict[str, float | None] = {}
+    for metric in metrics:
+        spreads = [max(vals) - min(vals) for v in per_seed.values()
+                   if len(vals := [r[metric] for r in v.values() if r[metric] is not None]) > 1]
+        noise[metric] = max(spreads) if spreads else None
+    body = [[f"{m}, seed {s}", *[r[k] for k in metrics]] for m, v in per_seed.items() for s, r in sorted(v.items())]
+    body.append(["largest seed-to-seed change", *[noise_text(noise[k]) for k in metrics]])
+    return table(["", *metrics.values()], body), noise
+
+
+def noise_text(noise: float | None) -> str:
+    return "not measured (one seed)" if noise is None else f"{noise:.4f}"
+
+
+def against_noise(d: float | None, noise: float | None) -> str:
+    """A difference read against the seed noise: "+0.0123, above by more than the seed noise (0.0040)"."""
+    if d is None:
+        return "not measured"
+    size = f"{d:+.4f}"  # four decimals: the seed noise of the unseen metrics is a few thousandths
+    if noise is None:
+        return f"{size} (noise not measured)"
+    if abs(d) <= noise:
+        return f"{size}, within the seed noise ({noise:.4f})"
+    return f"{size}, {'above' if d > 0 else 'below'} by more than the seed noise ({noise:.4f})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Captioned tables and numbers as printed (Reproduction chapter)
+# ----------------------------------------------------------------------------------------------
+def captioned_table(caption: str, head: Sequence[str], rows: Iterable[Sequence[Any]], note: str = ""):
+    """`table` under a bold caption line, with an optional note below it (IPython `Markdown`)."""
+    from IPython.display import Markdown
+
+    text = f"**{caption}**\n\n{table(head, rows).data}"
+    return Markdown(text + (f"\n\n{note}" if note else ""))
+
+
+def printed(v: float, sd: float | None = None) -> str:
+    """A paper's number as printed: three decimals, or every digit where the paper printed more (FLOS 0.9788);
+    with `sd`, "v ± sd" and the spread to four decimals, as the paper prints BGAD's ± over three runs."""
+
+    def one(x: float, digits: int) -> str:
+        s = f"{x:.{digits}f}"
+        return s if float(s) == x else repr(x)
+
+    return one(v, 3) if sd is None else f"{one(v, 3)} ± {one(sd, 4)}"
+
+
+def sci(x: float, digits: int = 0) -> str:
+    """`x` in short scientific notation, the exponent without padding: 2e-4, 9.9e-7."""
+    mantissa, exponent = f"{x:.{digits}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"

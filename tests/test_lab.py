@@ -155,3 +155,18 @@ def test_stop_ends_the_grid_and_a_failed_run_is_one_line(tiny_root, tmp_path):
     assert [r["status"] for r in failing.records] == ["trained", "failed"]
     assert "failed nf_widget_scratch_s1_" in failing.errors.value and "BgadError: boom on seed 1 second line" \
         in failing.errors.value and "Traceback" not in failing.errors.value
+
+
+def test_report_helpers_of_the_ablations_chapter(tiny_root):
+    from bgad_mini import report
+
+    assert report.parse_list("0.01, 0.1,", float) == [0.01, 0.1] and report.parse_list("") == []
+    base = tiny_base(tiny_root)
+    rows = [dict(r, **{"unseen_pro": p}) for r, p in zip(
+        [{"method": "nf", "category": "widget", "known_types": "scratch", "n_known": base.n_known, "seed": s}
+         for s in (0, 1, 2)], (0.50, 0.56, 0.52))]
+    _, noise = report.seed_noise(rows, base, ["nf"], {"unseen_pro": "unseen PRO"})
+    assert noise["unseen_pro"] == pytest.approx(0.06)  # max − min over the seeds
+    assert report.against_noise(0.01, 0.06) == "+0.0100, within the seed noise (0.0600)"
+    assert report.against_noise(-0.07, 0.06) == "-0.0700, below by more than the seed noise (0.0600)"
+    assert report.against_noise(None, 0.06) == "not measured" and report.noise_text(None).startswith("not")
