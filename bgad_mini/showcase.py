@@ -77,6 +77,29 @@ def patch_groups(ll: Mapping[str, list], view: TestView, level: int = 0) -> dict
             "b_a": float(b_a)}
 
 
+def level_maps(level_logliks: list, img_size: int, reference: list[float] | None = None) -> list[np.ndarray]:
+    """Each level's normality exp(ℓ − m_l), upsampled to the image: the terms that `evaluate` sums, one (N, S, S)
+    float64 array per level. With `reference` (a run's `score_reference`, m_l from the training images) the
+    default map is L − Σ_l of them (`evaluate.inductive_maps`); with None, m_l is the maximum over these images
+    and max Σ − Σ is the official map (`evaluate.anomaly_maps`). Built on evaluate's own `_levels`/`_upsampled`."""
+    import torch
+
+    from .errors import BgadError
+    from .evaluate import _levels, _upsampled, score_reference
+
+    levels = _levels(level_logliks)
+    shifts = score_reference(levels) if reference is None else list(reference)
+    if len(shifts) != len(levels):
+        raise BgadError(f"score reference has {len(shifts)} levels, the log-likelihoods {len(levels)}")
+    out = []
+    for level, m in zip(levels, shifts):
+        up = np.zeros((level.shape[0], img_size, img_size), np.float64)
+        for sl, part in _upsampled(torch.exp(level - float(m)), img_size):
+            up[sl] = part.numpy()
+        out.append(up)
+    return out
+
+
 def maps(results: Mapping[str, Any], ll: Mapping[str, list], index: np.ndarray | list[int], img_size: int
          ) -> np.ndarray:
     """The default (inductive) anomaly maps of the test images `index`, from a run's stored score reference."""
@@ -115,3 +138,69 @@ def front_example(view: TestView, runs: Mapping[str, tuple[Mapping[str, Any], st
             "maps": {name_a: m_a[j], name_b: m_b[j]}, "gain": float(gain[j]),
             "median_gain": float(np.nanmedian(gain)), "n_unseen": int(len(idx)),
             "groups": {name: patch_groups(ll[name], view) for name in (name_a, name_b)}}
+
+
+def chunk_boundaries(normal_ll: np.ndarray, cfg: Config, beta: float | None = None, n_chunks: int = 300,
+                     rng: np.random.Generator | int = 0, sizes: tuple[int, ...] = (512, 4096)) -> dict[str, Any]:
+    """b_n of one chunk against b_n of the whole set: how much the official per-chunk ("batch" scope) boundary moves.
+
+    `normal_ll`: one level's normal ℓ, (images, h, w) or (images, locations). b_n (`boundary.normal_boundary`, β =
+    `beta` or cfg.beta, cfg.normalizer) of the whole set, of `n_chunks` random chunks of each of `sizes` patches
+    (a size is left out when the set holds fewer than two chunks of it), and of `n_chunks` chunks drawn as
+    `train.train_flows` draws them: batches of cfg.batch_images images in a shuffled order, `train.sample_patches`
+    (cfg.patches_per_image locations per image), `train.split_chunks` (chunks of about cfg.flow_batch).
+
+    Returns {"whole": b_n of all values, "chunks": {kind: per-chunk b_n}, "sizes": {kind: chunk sizes},
+    "labels": {kind: what the chunks are}, "summary": {kind: {"bias", "std", "p5", "p95", "size"}}}; the kinds are
+    "512", "4096" (`sizes`) and "trainer". Introduced in the *Boundary* chapter.
+    """
+    import torch
+
+    from .boundary import normal_boundary
+    from .train import sample_patches, split_chunks
+
+    beta = cfg.beta if beta is None else beta
+    rng = np.random.default_rng(rng)
+    values = np.asarray(normal_ll, dtype=np.float64)
+    n_img = values.shape[0]
+    pool = values.reshape(-1)
+
+    def b_n(v) -> float:
+        return float(normal_boundary(torch.as_tensor(v), beta, cfg.normalizer))
+
+    chunks: dict[str, list[float]] = {}
+    chunk_sizes: dict[str, list[int]] = {}
+    labels: dict[str, str] = {}
+    for size in sizes:
+        if 2 * size <= pool.size:
+            key = str(size)
+            chunks[key] = [b_n(rng.choice(pool, size, replace=False)) for _ in range(n_chunks)]
+            chunk_sizes[key], labels[key] = [size] * n_chunks, f"random chunks of {size}"
+
+    # as the trainer draws them: one epoch = the images in a shuffled order, in batches of cfg.batch_images
+    per_image = torch.from_numpy(values.reshape(n_img, 1, 1, -1))  # (B, C=1, h=1, w=locations): ℓ as a feature
+    n_loc = per_image.shape[-1]
+    no_anomaly, no_pos = torch.zeros(n_img, 1, n_loc, dtype=torch.bool), torch.zeros(1, 1, n_loc)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    trainer: list[float] = []
+    trainer_sizes: list[int] = []
+    while len(trainer) < n_chunks:
+        order = rng.permutation(n_img)
+        for start in range(0, n_img, cfg.batch_images):
+            idx = torch.from_numpy(np.sort(order[start:start + cfg.batch_images]))
+            x, _, _ = sample_patches(per_image[idx], no_anomaly[idx], cfg.patches_per_image, no_pos, gen)
+            for chunk in split_chunks(x.shape[0], cfg.flow_batch, gen):
+                trainer.append(b_n(x[chunk]))
+                trainer_sizes.append(int(chunk.numel()))
+    chunks["trainer"], chunk_sizes["trainer"] = trainer[:n_chunks], trainer_sizes[:n_chunks]
+    take = n_loc if cfg.patches_per_image <= 0 else min(cfg.patches_per_image, n_loc)
+    labels["trainer"] = (f"the trainer's chunks ({min(cfg.batch_images, n_img)} images × {take} patches, "
+                         f"chunks of ~{int(np.median(chunk_sizes['trainer']))})")
+
+    whole = b_n(pool)
+    out = {k: np.array(v) for k, v in chunks.items()}
+    summary = {k: {"bias": float(v.mean() - whole), "std": float(v.std()), "p5": float(np.percentile(v, 5)),
+                   "p95": float(np.percentile(v, 95)), "size": int(np.median(chunk_sizes[k]))}
+               for k, v in out.items()}
+    return {"whole": whole, "chunks": out, "sizes": {k: np.array(v) for k, v in chunk_sizes.items()},
+            "labels": labels, "summary": summary}

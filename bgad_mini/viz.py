@@ -85,6 +85,42 @@ def plot_anomaly_maps(images: np.ndarray, maps: np.ndarray, masks: np.ndarray, t
     return fig
 
 
+def plot_anomaly_map_grid(images: np.ndarray, maps: np.ndarray, masks: np.ndarray, titles: Sequence[str],
+                          groups: Sequence[str] | None = None, vmax: float | None = None, ncols: int = 4,
+                          cmap: str = "inferno"):
+    """`plot_anomaly_maps` wrapped to `ncols` images per row, so that many images read at the page width: each
+    image (ground truth outlined in cyan) above its map, one colour scale; `groups` ("normal" / "seen" /
+    "unseen" per image) colours each title from the palette (`GROUP_COLOURS`). Introduced in the *Conditional
+    flows* chapter."""
+    plt = _plt()
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(2.2 * ncols + 0.8, 4.5 * nrows), squeeze=False)
+    vmax = float(np.max(maps)) if vmax is None else vmax
+    for ax in axes.ravel():
+        _clean(ax)
+    for i in range(n):
+        r, c = 2 * (i // ncols), i % ncols
+        img = np.clip(images[i], 0, 1).copy()
+        if masks is not None and masks[i].any():
+            img[mask_outline(masks[i])] = (0.0, 1.0, 1.0)
+        axes[r, c].imshow(img)
+        colour = GROUP_COLOURS.get(groups[i], "black") if groups is not None else "black"
+        axes[r, c].set_title(titles[i], fontsize=9, color=colour)
+        im = axes[r + 1, c].imshow(maps[i], cmap=cmap, vmin=0.0, vmax=vmax)
+    for i in range(n, nrows * ncols):
+        axes[2 * (i // ncols), i % ncols].axis("off")
+        axes[2 * (i // ncols) + 1, i % ncols].axis("off")
+    for r in range(nrows):
+        axes[2 * r, 0].set_ylabel("image + mask", fontsize=9)
+        axes[2 * r + 1, 0].set_ylabel("anomaly map", fontsize=9)
+    fig.subplots_adjust(left=0.06, right=0.88, bottom=0.02, top=0.95, wspace=0.06, hspace=0.2)
+    cax = fig.add_axes((0.9, 0.1, 0.02, 0.8))
+    fig.colorbar(im, cax=cax)
+    return fig
+
+
 def plot_defect_montage(images: np.ndarray, masks: np.ndarray, titles: Sequence[str], ncols: int = 8):
     """A grid of images, each with its ground-truth mask outlined in cyan (the Data chapter's montage)."""
     plt = _plt()
@@ -99,24 +135,32 @@ def plot_defect_montage(images: np.ndarray, masks: np.ndarray, titles: Sequence[
             img[mask_outline(masks[i])] = (0.0, 1.0, 1.0)
         ax = axes.ravel()[i]
         ax.imshow(img)
-        ax.set_title(titles[i], fontsize=8)
+        ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def plot_mask_areas(areas: dict[str, Sequence[float]]):
-    """Strip plot of defect mask areas (fraction of the image, log scale) per defect type."""
+def plot_mask_areas(areas: dict[str, Sequence[float]], groups: Mapping[str, str] | None = None):
+    """Strip plot of defect mask areas (fraction of the image, log scale) per defect type; `groups` (type ->
+    "seen" / "unseen") colours each type by its group, with a legend; without it every type is "anomalous"."""
     plt = _plt()
     names = sorted(areas)
     fig, ax = plt.subplots(figsize=(7, 2.8))
     rng = np.random.default_rng(0)
+    shown = set()
     for i, name in enumerate(names):
         a = np.asarray(areas[name], float) * 100
-        ax.scatter(i + rng.uniform(-0.15, 0.15, len(a)), a, s=12, alpha=0.7)
-    ax.set_xticks(range(len(names)), names)
+        group = (groups or {}).get(name, "anomalous")
+        label = f"{group} type" if groups and group not in shown else None
+        shown.add(group)
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(a)), a, s=12, alpha=0.7, color=GROUP_COLOURS[group],
+                   label=label)
+    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 6 else 0)
     ax.set_yscale("log")
     ax.set_ylabel("mask area (% of image)")
     ax.grid(axis="y", alpha=0.3)
+    if groups:
+        ax.legend(fontsize=9, loc="best")
     fig.tight_layout()
     return fig
 
@@ -312,7 +356,8 @@ def plot_flow_2d(data: np.ndarray, logp_grid: np.ndarray, extent: Sequence[float
     `logp_grid[i, j]` is log p at (x = xs[j], y = ys[i]) of a regular grid covering `extent` = (x0, x1, y0, y1).
     """
     plt = _plt()
-    fig, axes = plt.subplots(1, 4, figsize=(13.0, 3.4))
+    fig, axes = plt.subplots(2, 2, figsize=(7.2, 6.8))
+    axes = axes.ravel()
     axes[0].scatter(data[:, 0], data[:, 1], s=3, alpha=0.5, linewidths=0)
     axes[0].set_title("data (held out)", fontsize=10)
     axes[1].imshow(np.exp(logp_grid), origin="lower", extent=extent, cmap="magma", aspect="equal")
@@ -336,7 +381,7 @@ def plot_flow_comparison(curves: Mapping[str, np.ndarray], logp_grids: Mapping[s
     """Training curves (−mean log p per step, moving average over `window`) and one density panel per flow."""
     plt = _plt()
     n = 1 + len(logp_grids)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4))
+    fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.4))
     for name, c in curves.items():
         c = np.asarray(c, dtype=float)
         w = max(1, min(window, len(c)))
@@ -344,7 +389,7 @@ def plot_flow_comparison(curves: Mapping[str, np.ndarray], logp_grids: Mapping[s
         axes[0].plot(np.arange(w - 1, len(c)), smooth, label=name)
     axes[0].set_xlabel("Adam step")
     axes[0].set_ylabel("− mean log p (nats per point)")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=9)
     axes[0].set_title("training", fontsize=10)
     for ax, (name, g) in zip(axes[1:], logp_grids.items()):
         ax.imshow(np.exp(g), origin="lower", extent=extent, cmap="magma", aspect="equal")
@@ -369,7 +414,7 @@ def plot_loglik_by_dim(dims: Sequence[int], logp: Sequence[np.ndarray], bins: in
     axes[1].set_xlabel("ℓ = log p(x) / C  (nats per dimension)")
     for ax in axes:
         ax.set_yticks([])
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -382,7 +427,7 @@ def plot_digit_rows(rows: Mapping[str, np.ndarray]):
     plt = _plt()
     n_rows = len(rows)
     n_cols = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.0 * n_cols + 1.2, 1.05 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.85 * n_cols + 1.4, 0.9 * n_rows), squeeze=False)
     for r, (title, imgs) in enumerate(rows.items()):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -421,16 +466,21 @@ def plot_positive_masks(masks: Mapping[str, np.ndarray], labels: Sequence[str]):
 
 
 def plot_embeddings_2d(panels: Mapping[str, np.ndarray], groups: np.ndarray, group_names: Sequence[str],
-                       colors: Sequence[str] = ("C0", "C1", "0.6")):
+                       colors: Sequence[str] = ("C0", "C1", "0.6"), ncols: int | None = None):
     """One scatter panel per (title, (N, 2) projected embeddings); point i is coloured by `groups[i]`.
 
-    Groups are drawn from the last to the first, so group 0 (the normal class) is on top.
+    Groups are drawn from the last to the first, so group 0 (the normal class) is on top. `ncols` panels per row
+    (default: all in one row); the legend is below the panels.
     """
     plt = _plt()
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.5), squeeze=False)
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows + 0.4), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
     groups = np.asarray(groups)
-    for ax, (title, xy) in zip(axes[0], panels.items()):
+    for ax, (title, xy) in zip(axes.flat, panels.items()):
         xy = np.asarray(xy)
         for g in reversed(range(len(group_names))):
             sel = groups == g
@@ -439,8 +489,8 @@ def plot_embeddings_2d(panels: Mapping[str, np.ndarray], groups: np.ndarray, gro
         ax.set_xticks([])
         ax.set_yticks([])
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles[::-1], names[::-1], loc="lower center", ncol=len(group_names), fontsize=8, markerscale=2)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles[::-1], names[::-1], loc="lower center", ncol=len(group_names), fontsize=9, markerscale=2)
+    fig.tight_layout(rect=(0, 0.4 / fig.get_figheight(), 1, 1))
     return fig
 
 
@@ -462,6 +512,18 @@ def plot_bars(names: Sequence[str], means: Sequence[float], stds: Sequence[float
         ax.set_ylim(*ylim)
     fig.tight_layout()
     return fig
+
+
+def objective_colour(name: str) -> str:
+    """A contrastive objective of the Contrastive chapter's toy in the palette: SupCon and FIRM in their methods'
+    colours (`method_colour`), SimCLR black (as cflow, which never shares a figure with it), anything else (raw
+    pixels) light grey."""
+    low = str(name).lower()
+    if "simclr" in low:
+        return "#000000"
+    if "supcon" in low or "firm" in low:
+        return method_colour(low)
+    return "#BBBBBB"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -500,17 +562,22 @@ def plot_feature_levels(image: np.ndarray, feature_maps: Sequence[np.ndarray], t
     return fig
 
 
-def plot_positional_encoding(pe: np.ndarray, channels: Sequence[int], titles: Sequence[str] | None = None):
-    """Selected channels of a (D, h, w) positional encoding, each as an h×w image in [−1, 1]."""
+def plot_positional_encoding(pe: np.ndarray, channels: Sequence[int], titles: Sequence[str] | None = None,
+                             ncols: int = 4):
+    """Selected channels of a (D, h, w) positional encoding, each as an h×w image in [−1, 1], `ncols` per row."""
     plt = _plt()
     pe = np.asarray(pe)
     n = len(channels)
-    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.3), squeeze=False)
-    for i, (ax, ch) in enumerate(zip(axes[0], channels)):
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols + 0.6, 2.3 * nrows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    for i, (ax, ch) in enumerate(zip(axes.ravel(), channels)):
         im = ax.imshow(pe[ch], cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-        ax.set_title(titles[i] if titles else f"channel {ch}", fontsize=8)
+        ax.set_title(titles[i] if titles else f"channel {ch}", fontsize=9)
         _clean(ax)
-    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02, pad=0.01)
+    fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
     return fig
 
 
@@ -525,21 +592,21 @@ def plot_ml_loss(ell: np.ndarray, normal_ell: np.ndarray | None = None):
     ax[0].set_xlabel("ℓ = log p / C")
     ax[0].set_ylabel("loss per patch")
     ax[0].set_ylim(-1, max(2.0, float(-ell.min()) + 0.5))
-    ax[0].legend(fontsize=8)
+    ax[0].legend(fontsize=9)
     ax[1].plot(ell, 1.0 / (1.0 + np.exp(ell)), color="tab:green", label="|∂L/∂ℓ| = σ(−ℓ)")
     ax[1].set_xlabel("ℓ = log p / C")
     ax[1].set_ylabel("gradient weight")
     ax[1].set_ylim(0, 1.05)
     if normal_ell is not None:
         twin = ax[1].twinx()
-        twin.hist(np.asarray(normal_ell), bins=60, range=(ell.min(), ell.max()), color="0.6", alpha=0.5,
+        twin.hist(np.asarray(normal_ell), bins=60, range=(ell.min(), ell.max()), color=NORMAL_COLOUR, alpha=0.35,
                   density=True, label="normal patches (trained flow)")
         twin.set_yticks([])
         lines = ax[1].get_legend_handles_labels()
         bars = twin.get_legend_handles_labels()
-        ax[1].legend(lines[0] + bars[0], lines[1] + bars[1], fontsize=8, loc="center left")
+        ax[1].legend(lines[0] + bars[0], lines[1] + bars[1], fontsize=9, loc="center left")
     else:
-        ax[1].legend(fontsize=8)
+        ax[1].legend(fontsize=9)
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()
@@ -579,9 +646,9 @@ def plot_logp_vs_ell(logp: Sequence[np.ndarray], channels: Sequence[int], names:
     ax[0].set_ylabel("log p  (nats per vector)")
     ax[1].set_ylabel("ℓ = log p / C  (nats per dimension)")
     for a in ax:
-        a.set_xticks(range(1, len(names) + 1), names, fontsize=8)
+        a.set_xticks(range(1, len(names) + 1), names, fontsize=9)
         a.grid(axis="y", alpha=0.3)
-    ax[0].set_title("whiskers: 5th-95th percentile", fontsize=8)
+    ax[0].set_title("whiskers: 5th-95th percentile", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -591,7 +658,7 @@ def plot_score_levels(image: np.ndarray, mask: np.ndarray | None, level_maps: Se
     """How the official score is built for one image: exp(ℓ − max) of each level (upsampled), then the map."""
     plt = _plt()
     n = len(level_maps) + 2
-    fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.7))
+    fig, axes = plt.subplots(1, n, figsize=(min(10.0, 2.3 * n), 2.7))
     img = np.clip(image, 0, 1).copy()
     if mask is not None and np.asarray(mask).any():
         img[mask_outline(np.asarray(mask))] = (0.0, 1.0, 1.0)
@@ -610,14 +677,15 @@ def plot_score_levels(image: np.ndarray, mask: np.ndarray | None, level_maps: Se
 
 def plot_roc_pro(image_roc: tuple[np.ndarray, np.ndarray], pixel_roc: tuple[np.ndarray, np.ndarray],
                  pro: tuple[np.ndarray, np.ndarray] | None, values: Mapping[str, float | None] | None = None,
-                 fpr_limit: float = 0.3):
+                 fpr_limit: float = 0.3, colour: str | None = None):
     """Three panels: image ROC, pixel ROC (each (fpr, tpr)), and the PRO curve (fpr, pro) up to `fpr_limit`.
 
-    `values` may carry image_auroc, pixel_auroc and pro to print in the titles.
+    `values` may carry image_auroc, pixel_auroc and pro to print in the titles; `colour` (e.g. the method's,
+    `method_colour`) draws all three curves.
     """
     plt = _plt()
     values = values or {}
-    fig, ax = plt.subplots(1, 3, figsize=(11, 3.4))
+    fig, ax = plt.subplots(1, 3, figsize=(10, 3.4))
 
     def title(name, key):
         v = values.get(key)
@@ -625,8 +693,8 @@ def plot_roc_pro(image_roc: tuple[np.ndarray, np.ndarray], pixel_roc: tuple[np.n
 
     for a, (fpr, tpr), name, key in ((ax[0], image_roc, "image AUROC", "image_auroc"),
                                      (ax[1], pixel_roc, "pixel AUROC", "pixel_auroc")):
-        a.plot(fpr, tpr, color="tab:blue")
-        a.fill_between(fpr, tpr, alpha=0.15, color="tab:blue")
+        a.plot(fpr, tpr, color=colour or "tab:blue")
+        a.fill_between(fpr, tpr, alpha=0.15, color=colour or "tab:blue")
         a.plot([0, 1], [0, 1], ":", color="0.5")
         a.set_xlabel("false-positive rate")
         a.set_ylabel("true-positive rate")
@@ -635,9 +703,9 @@ def plot_roc_pro(image_roc: tuple[np.ndarray, np.ndarray], pixel_roc: tuple[np.n
         a.set_ylim(0, 1.01)
     if pro is not None:
         f, p = pro
-        ax[2].plot(f, p, color="tab:purple")
+        ax[2].plot(f, p, color=colour or "tab:purple")
         keep = f <= fpr_limit
-        ax[2].fill_between(f[keep], p[keep], alpha=0.15, color="tab:purple")
+        ax[2].fill_between(f[keep], p[keep], alpha=0.15, color=colour or "tab:purple")
         ax[2].axvline(fpr_limit, ls="--", color="0.4")
     ax[2].set_xlim(0, fpr_limit * 1.05)
     ax[2].set_ylim(0, 1.01)
@@ -764,6 +832,87 @@ def plot_boundary_levels(normal_x: Sequence[np.ndarray], abnormal_x: Sequence[np
     return fig
 
 
+def plot_boundary_by_level(normal_x: Sequence[np.ndarray], abnormal_x: Sequence[np.ndarray],
+                           counts: Sequence[Mapping], titles: Sequence[str], ncols: int = 2, bins: int = 60):
+    """`plot_boundary_hist` per feature level at the page width: at most `ncols` panels a row (9 in wide), one legend
+    above them, type at 11-12 pt; `counts[l]` holds level l's b_n and b_a. Introduced in the *Boundary* chapter."""
+    plt = _plt()
+    n = len(counts)
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.1 * nrows + 0.8), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, xn, xa, c, title in zip(axes.flat, normal_x, abnormal_x, counts, titles):
+        plot_boundary_hist(xn, xa, c["b_n"], c["b_a"], ax=ax, bins=bins, legend=False)
+        ax.set_title(f"{title}: b_n = {c['b_n']:.3f}", fontsize=12)
+        ax.tick_params(labelsize=11)
+        ax.xaxis.label.set_size(12)
+        ax.yaxis.label.set_size(12)
+    handles, _ = axes[0, 0].get_legend_handles_labels()
+    names = ["normal patches", "known-anomaly patches", "margin (b_a, b_n)", "b_n", "b_a = b_n − τ"]
+    fig.legend(handles, names[:len(handles)], loc="upper center", ncol=3, fontsize=11, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))
+    return fig
+
+
+def plot_beta_tau_grid(normal_x: np.ndarray, abnormal_x: np.ndarray, grid: Mapping[tuple[float, float], Mapping],
+                       betas: Sequence[float], taus: Sequence[float], bins: int = 50):
+    """Small multiples of `plot_boundary_hist` at the page width (3 × 3 reads at 9.5 in): rows β, columns τ, each
+    panel with the share of normal patches at or below b_n and of anomalous patches at or above b_a;
+    `grid[(β, τ)]` is `boundary.boundary_counts` output (x units). Introduced in the *Boundary* chapter."""
+    plt = _plt()
+    lo, hi = hist_range(normal_x, abnormal_x)
+    b_min = min(float(grid[(b, t)]["b_a"]) for b in betas for t in taus)
+    x_range = (min(lo, b_min - 0.05 * (hi - lo)), hi)  # every b_a stays visible
+    size = (min(9.5, 3.0 * len(taus) + 0.5), 2.2 * len(betas) + 0.6)
+    fig, axes = plt.subplots(len(betas), len(taus), figsize=size, sharex=True, squeeze=False)
+    for i, beta in enumerate(betas):
+        for j, tau in enumerate(taus):
+            c, ax = grid[(beta, tau)], axes[i, j]
+            plot_boundary_hist(normal_x, abnormal_x, c["b_n"], c["b_a"], ax=ax, bins=bins, x_range=x_range,
+                               legend=False, xlabel="")
+            ax.set_ylabel(f"β = {beta:g}" if j == 0 else "", fontsize=12)
+            ax.set_yticks([])
+            ax.tick_params(labelsize=11)
+            if i == 0:
+                ax.set_title(f"τ = {tau:g}", fontsize=12)
+            ax.text(0.03, 0.96, f"{100 * c['frac_normal_below_bn']:.1f}% normal ≤ b_n\n"
+                    f"{100 * c['frac_abnormal_above_ba']:.0f}% anom. ≥ b_a", transform=ax.transAxes, va="top",
+                    fontsize=11, bbox=dict(boxstyle="round", fc="white", alpha=0.75, lw=0))
+    for ax in axes[-1]:
+        ax.set_xlabel("x = ℓ / normaliser", fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def plot_chunk_spread(whole: float, chunk_bn: Mapping[str, np.ndarray], labels: Mapping[str, str] | None = None,
+                      tau: float | None = None, bins: int = 40):
+    """Per-chunk b_n around the whole-set b_n: one panel per kind of chunk on a shared x axis (the offset in units
+    of τ when τ > 0), in the normal patches' colour; the narrower a panel, the steadier that boundary.
+    Introduced in the *Boundary* chapter."""
+    plt = _plt()
+    labels = labels or {}
+    scale = tau if tau else 1.0
+    offs = {k: (np.asarray(v, dtype=np.float64) - whole) / scale for k, v in chunk_bn.items()}
+    m = 1.05 * max(float(np.abs(v).max()) for v in offs.values()) or 1.0
+    fig, axes = plt.subplots(len(offs), 1, figsize=(8.5, 1.45 * len(offs) + 0.9), sharex=True, squeeze=False)
+    for ax, (k, v) in zip(axes[:, 0], offs.items()):
+        ax.hist(v, bins=bins, range=(-m, m), color=NORMAL_COLOUR, alpha=0.75)
+        ax.axvline(0.0, color="k", lw=1.5)
+        std = f"{v.std():.2f}·τ" if tau else f"{v.std():.4f}"
+        ax.set_title(f"{labels.get(k, k)}: std {std}", fontsize=11, loc="left")
+        ax.set_yticks([])
+        ax.tick_params(labelsize=11)
+        ax.grid(alpha=0.3)
+    axes[0, 0].text(0.0, 0.95, f" whole-set b_n = {whole:.3f}", transform=axes[0, 0].get_xaxis_transform(),
+                    va="top", fontsize=11)
+    axes[-1, 0].set_xlabel("(b_n of a chunk − whole-set b_n) / τ" if tau else
+                           "b_n of a chunk − whole-set b_n  (ℓ / normaliser)", fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
 def plot_time_to_quality(runs: Sequence[Mapping[str, Any]], peers: Mapping[str, Mapping[str, Any]] | None = None,
                          metrics: Sequence[str] = ("image_auroc", "pixel_auroc", "pro"), group: str = "metrics_unseen"):
     """Metric (of `group`, e.g. the unseen types) against CPU seconds per run, one marker per method and schedule
@@ -857,4 +1006,31 @@ def plot_pipeline():
     ax.set_xlim(-0.1, len(steps) * (w + gap))
     ax.set_ylim(-0.45, 1.7)
     ax.axis("off")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Reproduction chapter
+# ----------------------------------------------------------------------------------------------
+def plot_gain_bars(labels: Sequence[str], gains: Mapping[str, Sequence[float]], xlabel: str,
+                   colour: str | None = None):
+    """Horizontal bars of a gain per label, one bar per series (solid, then lighter), and the zero line; the
+    first label on top. `colour` is the method whose gain it is (default BGAD's)."""
+    from matplotlib.colors import to_rgba
+
+    plt = _plt()
+    colour = colour or METHOD_COLOURS["bgad"]
+    n = len(gains)
+    height = 0.8 / n
+    y = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(labels) + 1.1))
+    for i, (name, values) in enumerate(gains.items()):
+        face = to_rgba(colour, 1.0 - 0.6 * i / max(1, n - 1))
+        ax.barh(y + (i - (n - 1) / 2) * height, values, height=height, color=face, edgecolor=colour, label=name)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
     return fig
