@@ -182,6 +182,79 @@ def check_page(driver, base: str, page: str) -> dict:
             "svg": driver.execute_script("return document.querySelectorAll('svg').length")}
 
 
+#: Reader widths: a laptop and a phone (CSS pixels).
+WIDTHS = (1280, 390)
+#: Where content may scroll sideways on a phone (code, tables, display math, explorers scroll inside their box).
+SCROLL_OK = "pre, table, .highlight, .cell_input, mjx-container, .MathJax, .plotly-graph-div, .bd-sidebar-primary"
+#: Figures without a caption (images and Plotly charts in the page body outside a <figure> with a <figcaption>).
+UNCAPTIONED = """
+const main = document.querySelector('main') || document.body;
+const items = [...main.querySelectorAll('img, .plotly-graph-div')].filter(e => {
+  if (e.closest('.admonition, .sd-card, .navbar, header, footer')) return false;
+  const r = e.getBoundingClientRect(); return r.width > 40 && r.height > 40;  // icons and hidden copies
+});
+return items.filter(e => { const f = e.closest('figure'); const c = f && f.querySelector('figcaption');
+  return !(c && c.innerText.trim().length > 0); })
+  .map(e => (e.currentSrc || e.src || e.id || e.className).toString().split('/').pop().slice(0, 80));
+"""
+#: Elements that stick out to the right of a phone's screen, outside the places allowed to scroll.
+OVERFLOW = r"""
+const w = document.documentElement.clientWidth, ok = arguments[0];
+const out = [];
+for (const e of document.querySelectorAll('main *')) {
+  if (e.closest(ok)) continue;
+  const r = e.getBoundingClientRect();
+  if (r.width > 0 && r.right > w + 2 && getComputedStyle(e).position !== 'fixed') {
+    out.push(e.tagName.toLowerCase() + (e.className && typeof e.className === 'string' ?
+      '.' + e.className.trim().split(/\s+/).slice(0, 2).join('.') : '') + ' (right edge ' + Math.round(r.right) + ')');
+  }
+}
+return {scroll: document.documentElement.scrollWidth, client: w, elements: [...new Set(out)].slice(0, 5)};
+"""
+
+
+def _full_page_png(driver, path: Path) -> None:
+    """A screenshot of the whole page, not only the window (JPEG: chapters are tens of thousands of pixels tall)."""
+    import base64
+
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "jpeg", "quality": 60, "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 60000), "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def check_reading(driver, base: str, page: str, out: Path) -> dict:
+    """The page as a reader sees it at each of `WIDTHS`: a full-page screenshot (`<out>/pages/<page>-<w>.jpg`),
+    every figure captioned (at 1280), and nothing wider than a phone's screen outside code, tables and math (at
+    390)."""
+    folder = out / "pages"
+    folder.mkdir(parents=True, exist_ok=True)
+    record: dict = {"page": page, "problems": [], "screenshots": []}
+    for width in WIDTHS:
+        driver.set_window_size(width, 1000 if width > 600 else 844)
+        driver.get(urljoin(base, page + ".html"))
+        _wait_for(driver, lambda: driver.execute_script("return document.readyState") == "complete")
+        time.sleep(0.4)  # MathJax and the explorers lay out after the load event
+        name = f"{page.split('/')[-1]}-{width}.jpg"
+        _full_page_png(driver, folder / name)
+        record["screenshots"].append(f"pages/{name}")
+        if width > 600:
+            missing = driver.execute_script(UNCAPTIONED)
+            record["figures_uncaptioned"] = missing
+            record["figures"] = driver.execute_script(
+                "return (document.querySelector('main') || document.body).querySelectorAll('figure').length")
+            record["problems"] += [f"figure without a caption: {m}" for m in missing]
+        else:
+            over = driver.execute_script(OVERFLOW, SCROLL_OK)
+            record["phone"] = over
+            if over["scroll"] > over["client"] + 2:
+                record["problems"].append(f"scrolls sideways at {width} px ({over['scroll']} > {over['client']}): "
+                                          + ", ".join(over["elements"]))
+    driver.set_window_size(1280, 1000)
+    return record
+
+
 def network_probe(driver, base: str) -> dict:
     """Fetch the local index and an external URL from the page: the first must load, the second must fail."""
     driver.get(base)
@@ -345,22 +418,26 @@ def main(argv: list[str] | None = None) -> int:
         toc = toc_pages(Path(args.toc))
         pages = [check_page(driver, base, p) for p in toc]
         explorers = check_explorers(driver, base, out, toc)
+        reading = [check_reading(driver, base, p, out) for p in toc]
     finally:
         driver.quit()
         server.shutdown()
     problems = [f"{p['page']}: {e}" for p in pages for e in p["errors"]]
     problems += [f"{x['page']}: {e}" for x in explorers for e in x["problems"]]
+    problems += [f"{r['page']}: {e}" for r in reading for e in r["problems"]]
     if not network["external_blocked"] or not network["local_loads"]:
         problems.append(f"the network was not blocked as the check needs it: {network}")
-    report = {"network": network, "pages": pages, "explorers": explorers, "problems": problems,
+    report = {"network": network, "pages": pages, "explorers": explorers, "reading": reading, "problems": problems,
               "external_not_loaded": sorted({u for p in pages for u in p["external_not_loaded"]}),
               "seconds": round(time.perf_counter() - t0, 1),
               "browser": driver.capabilities.get("browserVersion")}
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     n_img = sum(p["images"] for p in pages)
     responding = sum(not x["problems"] for x in explorers)
-    print(f"browser check (network blocked but 127.0.0.1): {len(pages)} pages, {n_img} images, "
-          f"{responding} of {len(explorers)} explorers respond, {len(problems)} problems "
+    n_fig = sum(r.get("figures", 0) for r in reading)
+    print(f"browser check (network blocked but 127.0.0.1): {len(pages)} pages, {n_img} images, {n_fig} figures, "
+          f"{responding} of {len(explorers)} explorers respond, screenshots at {' and '.join(map(str, WIDTHS))} px, "
+          f"{len(problems)} problems "
           f"({report['seconds']} s, Chromium {report['browser']}); report: {out / 'report.json'}")
     if report["external_not_loaded"]:
         print(f"  not loaded (external, offline): {', '.join(report['external_not_loaded'])}")

@@ -69,11 +69,13 @@ def _site(root: Path, intro_extra: str = "", explorers: dict | None = None) -> P
     (html / "index.html").write_text("<html><body>index</body></html>")
     (html / "book" / "fig.png").write_bytes(_png())
     (html / "book" / "intro.html").write_text(
-        f'<html><head><title>Intro</title></head><body><main><p>Intro</p><img src="fig.png">'
-        f'<a href="boundary.html">next</a>{intro_extra}</main></body></html>')
+        f'<html><head><title>Intro</title><meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'</head><body><main><p>Intro</p><figure><img src="fig.png"><figcaption>Fig. 1 a figure'
+        f'</figcaption></figure><a href="boundary.html">next</a>{intro_extra}</main></body></html>')
     pages = _explorers() if explorers is None else explorers
     for page, explorer in pages.items():
         body = explorer if isinstance(explorer, str) else explorer.html(include_plotlyjs=False)
+        body = f"<figure>{body}<figcaption>Fig. 2 an explorer</figcaption></figure>"
         head = "" if "<script src=" in body else '<script src="../_static/plotly.min.js"></script>'
         (html / f"{page}.html").write_text(f"<html><head><title>{page}</title>{head}</head><body><main>{body}</main>"
                                            f"</body></html>")
@@ -107,6 +109,11 @@ def test_a_good_site_passes_and_every_explorer_responds(tmp_path):
         data = (tmp_path / "browser" / shot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, shot
     assert report["pages"][0]["images"] == 1
+    intro = report["reading"][0]
+    assert intro["figures"] == 1 and intro["figures_uncaptioned"] == [] and not intro["problems"]
+    assert intro["screenshots"] == ["pages/intro-1280.jpg", "pages/intro-390.jpg"]
+    for shot in intro["screenshots"]:
+        assert (tmp_path / "browser" / shot).read_bytes()[:2] == b"\xff\xd8"  # JPEG
 
 
 @needs_browser
@@ -114,7 +121,9 @@ def test_errors_missing_images_broken_links_and_dead_explorers_fail(tmp_path):
     from bgad_mini.explorers import Explorer
 
     bad = ('<img src="missing.png"><a href="nowhere.html">x</a><span class="math">\\(b_n\\)</span>'
-           '<script>document.title; undefined_function_of_the_book();</script>')
+           '<script>document.title; undefined_function_of_the_book();</script>'
+           '<img src="fig.png" width="120" height="60"><div class="wide" style="width:900px">a wide box</div>'
+           '<pre style="width:900px">code may scroll</pre>')
     good = _explorers()
     dead = Explorer(good["book/boundary"].figure, "bt-explorer")  # the sliders move, the script that redraws is gone
     cdn = ('<script src="https://cdn.plot.ly/plotly-2.35.2.min.js"></script>'
@@ -132,6 +141,9 @@ def test_errors_missing_images_broken_links_and_dead_explorers_fail(tmp_path):
     assert "book/bgspp: #lambda-explorer was not drawn (window.Plotly is undefined" in text
     assert "book/ablations: no explorer #grid-explorer" in text
     assert "https://cdn.plot.ly/plotly-2.35.2.min.js" in report["external_not_loaded"]
+    assert "book/intro: figure without a caption: fig.png" in text  # the second image, outside a <figure>
+    assert "book/intro: scrolls sideways at 390 px" in text and "div.wide" in text and "pre" not in \
+        text.split("scrolls sideways")[1].split("\n")[0]
 
 
 def test_missing_browser_or_book_is_a_one_line_error(tmp_path, capsys):
