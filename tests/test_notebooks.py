@@ -46,8 +46,18 @@ def test_data_chapter(tmp_path, smoke_root):
     g = glued(nb)
     assert g["n_train"] == "16" and g["n_types"] == "7" and int(g["n_families"]) >= 3
     assert g["n_known_multi"] == "3" and g["seen_type"] == "missing"
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 2  # the montage and the mask-area plot
+    import re
+
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
+    # the montage and the mask-area plot: each numbered, captioned and referred to
+    assert [b[0] for b in blocks] == ["fig_montage", "fig_mask_areas"]
+    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
+    outs = [o for c in nb.cells for o in c.get("outputs", [])]
+    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
+            and any(k.endswith("image/png") for k in o["data"])}
+    assert {b[0] for b in blocks} <= figs
+    assert not [o for o in outs if "image/png" in o.get("data", {})]  # no figure outside its numbered block
 
 
 def test_flows_chapter(tmp_path):
@@ -66,8 +76,18 @@ def test_flows_chapter(tmp_path):
                                                                     "p5_ell_last"))
     assert p5_last < 3 * p5_first < 0
     assert abs(ell_last - ell_first) < 0.5
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 4  # affine clouds, flow panels, comparison, log p vs ℓ
+    import re
+
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
+    # affine clouds, flow panels, comparison, log p vs ℓ: each numbered, captioned and referred to
+    assert [b[0] for b in blocks] == ["fig_affine", "fig_moons_flow", "fig_flow_compare", "fig_logp_dims"]
+    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
+    outs = [o for c in nb.cells for o in c.get("outputs", [])]
+    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
+            and any(k.endswith("image/png") for k in o["data"])}
+    assert {b[0] for b in blocks} <= figs
+    assert not [o for o in outs if "image/png" in o.get("data", {})]  # no figure outside its numbered block
 
 
 def test_contrastive_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
@@ -87,11 +107,23 @@ def test_contrastive_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
         assert -1.0 <= float(g[f"compact_{o}"]) <= 1.0 and -1.0 <= float(g[f"rotcos_{o}"]) <= 1.0
     best = max(("SimCLR", "SupCon", "FIRM"), key=lambda o: float(g[f"auroc_{o.lower()}"]))
     assert best in g["auroc_verdict"]  # the sentence in the text names the objective the numbers put first
-    fig = [o for c in nb.cells for o in c.get("outputs", [])
-           if o.get("metadata", {}).get("scrapbook", {}).get("name") == "fig_embeddings"]
-    assert fig and any(k.endswith("image/png") for k in fig[0]["data"])  # the embedding figure exists
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 3  # digits, positive masks, AUROC bars
+    import re
+
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
+    # digits, positive masks, AUROC bars, embeddings: each numbered, captioned and referred to
+    assert [b[0] for b in blocks] == ["fig_digits", "fig_masks", "fig_auroc", "fig_embeddings"]
+    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
+    outs = [o for c in nb.cells for o in c.get("outputs", [])]
+    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
+            and any(k.endswith("image/png") for k in o["data"])}
+    assert {b[0] for b in blocks} <= figs
+    assert not [o for o in outs if "image/png" in o.get("data", {})]  # no figure outside its numbered block
+    # the reader's code: no visible cell longer than the training loop, no code line over 100 characters
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    visible = [c for c in code if not {"remove-cell", "remove-input", "hide-input"} & set(c.metadata.get("tags", []))]
+    assert max(len(c.source.splitlines()) for c in visible) <= 20
+    assert max(len(line) for c in code for line in c.source.splitlines()) <= 100
     # patch level: FIRM and SupCon heads trained on our data, next to the flow runs of the earlier chapters
     for m in ("firm", "supcon"):
         assert -1.0 <= float(g[f"{m}_cos_in_out"]) <= 1.0
