@@ -840,7 +840,7 @@ def plot_boundary_by_level(normal_x: Sequence[np.ndarray], abnormal_x: Sequence[
     n = len(counts)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.1 * nrows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.1 * nrows + 0.4), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, xn, xa, c, title in zip(axes.flat, normal_x, abnormal_x, counts, titles):
@@ -851,8 +851,9 @@ def plot_boundary_by_level(normal_x: Sequence[np.ndarray], abnormal_x: Sequence[
         ax.yaxis.label.set_size(12)
     handles, _ = axes[0, 0].get_legend_handles_labels()
     names = ["normal patches", "known-anomaly patches", "margin (b_a, b_n)", "b_n", "b_a = b_n − τ"]
-    fig.legend(handles, names[:len(handles)], loc="upper center", ncol=3, fontsize=11, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))
+    fig.legend(handles, names[:len(handles)], loc="upper center", ncol=5, fontsize=11, frameon=False,
+               handlelength=1.5, columnspacing=1.2)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     return fig
 
 
@@ -877,9 +878,12 @@ def plot_beta_tau_grid(normal_x: np.ndarray, abnormal_x: np.ndarray, grid: Mappi
             ax.tick_params(labelsize=11)
             if i == 0:
                 ax.set_title(f"τ = {tau:g}", fontsize=12)
-            ax.text(0.03, 0.96, f"{100 * c['frac_normal_below_bn']:.1f}% normal ≤ b_n\n"
+            ax.set_ylim(0, 1.4 * ax.get_ylim()[1])  # headroom for the shares, above the bars and lines
+            for line in ax.lines:
+                line.set_ydata([0, 0.72])
+            ax.text(0.03, 0.97, f"{100 * c['frac_normal_below_bn']:.1f}% normal ≤ b_n\n"
                     f"{100 * c['frac_abnormal_above_ba']:.0f}% anom. ≥ b_a", transform=ax.transAxes, va="top",
-                    fontsize=11, bbox=dict(boxstyle="round", fc="white", alpha=0.75, lw=0))
+                    fontsize=11)
     for ax in axes[-1]:
         ax.set_xlabel("x = ℓ / normaliser", fontsize=12)
     fig.tight_layout()
@@ -905,10 +909,9 @@ def plot_chunk_spread(whole: float, chunk_bn: Mapping[str, np.ndarray], labels: 
         ax.set_yticks([])
         ax.tick_params(labelsize=11)
         ax.grid(alpha=0.3)
-    axes[0, 0].text(0.0, 0.95, f" whole-set b_n = {whole:.3f}", transform=axes[0, 0].get_xaxis_transform(),
-                    va="top", fontsize=11)
-    axes[-1, 0].set_xlabel("(b_n of a chunk − whole-set b_n) / τ" if tau else
-                           "b_n of a chunk − whole-set b_n  (ℓ / normaliser)", fontsize=12)
+    axes[-1, 0].set_xlabel(("(b_n of a chunk − whole-set b_n) / τ" if tau else
+                            "b_n of a chunk − whole-set b_n  (ℓ / normaliser)") + f";  whole-set b_n = {whole:.3f}",
+                           fontsize=12)
     fig.tight_layout()
     return fig
 

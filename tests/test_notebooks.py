@@ -204,8 +204,24 @@ def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
     widgets_out = [o for c in nb.cells for o in c.get("outputs", [])
                    if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widgets_out  # the live β/τ sliders were built
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 3  # per-level histograms, β×τ grid, per-chunk b_n
+    import re
+
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
+    # per-level histograms, β×τ grid, the explorer, per-chunk b_n: each numbered, captioned and referred to
+    assert [b[0] for b in blocks] == ["fig_levels", "fig_grid", "bt_explorer", "fig_chunks"]
+    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
+    for key in ("fig_levels", "fig_grid", "fig_chunks"):  # "<Figure size 900x350 ...>" at 100 dpi: ≤ 10 in
+        assert int(re.search(r"size (\d+)x", g[key]).group(1)) <= 1000, g[key]
+    shown = [o for c in nb.cells if "remove-output" not in c.metadata.get("tags", [])
+             for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert not shown  # no figure outside its numbered block
+    assert float(g["bn_std_512"]) > float(g["bn_std_4096"] if g["bn_std_4096"] != "n/a" else 0)
+    for c in nb.cells:  # what a reader sees is short: visible code cells of ≤ 15 lines, no line over 100
+        if c.cell_type == "code":
+            assert max(map(len, c.source.splitlines()), default=0) <= 100, c.source
+            if not {"remove-cell", "remove-input", "hide-input"} & set(c.metadata.get("tags", [])):
+                assert len(c.source.splitlines()) <= 15, c.source
 
 
 def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
