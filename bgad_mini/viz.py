@@ -484,7 +484,7 @@ def plot_embeddings_2d(panels: Mapping[str, np.ndarray], groups: np.ndarray, gro
         xy = np.asarray(xy)
         for g in reversed(range(len(group_names))):
             sel = groups == g
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, color=colors[g], linewidths=0, label=group_names[g])
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.75, color=colors[g], linewidths=0, label=group_names[g])
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -1034,6 +1034,6 @@ def plot_gain_bars(labels: Sequence[str], gains: Mapping[str, Sequence[float]], 
     ax.invert_yaxis()
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel(xlabel)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     return fig
