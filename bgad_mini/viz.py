@@ -157,6 +157,9 @@ def plot_mask_areas(areas: dict[str, Sequence[float]], groups: Mapping[str, str]
                    label=label)
     ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 6 else 0)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 1, 2, not 5×10⁻¹
+    ax.yaxis.set_minor_formatter(plt.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
     ax.set_ylabel("mask area (% of image)")
     ax.grid(axis="y", alpha=0.3)
     if groups:
