@@ -371,3 +371,14 @@ def test_reproduction_chapter_puts_the_official_score_beside_the_paper(tmp_path,
     assert g["book_cp"] == str(book.copy_paste_per_known)
     md_cells = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "one other possible reading of" in md_cells and "copy_paste_per_known" in md_cells
+    # the paper's gains: one numbered, captioned figure that the text refers to, and no other image
+    import re
+
+    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md_cells, re.S)
+    assert [b[:2] for b in blocks] == [("fig_paper_gains", "fig-paper-gains")]
+    assert len(blocks[0][2].split()) >= 15 and "{numref}`fig-paper-gains`" in md_cells
+    outs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert any(o["metadata"]["scrapbook"]["name"] == "fig_paper_gains" and any(k.endswith("image/png") for k in o["data"])
+               for o in outs if "scrapbook" in o.get("metadata", {}))
+    assert not [o for o in outs if "image/png" in o.get("data", {})]
+    assert max(len(line) for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()) <= 100
