@@ -174,8 +174,22 @@ def test_conditional_flows_chapter(tmp_path, smoke_root, chapter_runs):
     # the official score moves when other images are scored beside the test set; the inductive default does not
     assert float(g["inductive_change"]) < 1e-5 and float(g["official_change"]) >= 0.0
     assert list(Path(chapter_runs["runs_root"]).glob("nf_*/results.json"))  # the run cache the Boundary chapter reuses in the book
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 8  # features, encoding, history, log p vs ℓ, loss, score levels, maps, curves
+    import re
+
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
+    # features, encoding, history, log p vs ℓ, loss, score levels, maps, curves: numbered, captioned, referred to
+    assert [b[0] for b in blocks] == ["fig_feature_levels", "fig_pos_enc", "fig_history", "fig_logp_ell",
+                                      "fig_ml_loss", "fig_score_levels", "fig_anomaly_maps", "fig_roc_pro"]
+    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
+    outs = [o for c in nb.cells for o in c.get("outputs", [])]
+    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
+            and any(k.endswith("image/png") for k in o["data"])}
+    assert {b[0] for b in blocks} <= figs
+    assert not [o for o in outs if "image/png" in o.get("data", {})]  # no figure outside its numbered block
+    # the chapter's per-level maps are the package's: no exp(ℓ − m) or upsampling of its own
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "showcase.level_maps" in code and "interpolate" not in code and "np.exp(l" not in code
 
 
 def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
