@@ -637,6 +637,132 @@ def plot_history(history: Sequence[Mapping], level_names: Sequence[str] | None =
     fig.tight_layout()
     return fig
 
+# ----------------------------------------------------------------------------------------------
+# BG-SPP chapter
+# ----------------------------------------------------------------------------------------------
+def plot_toy_boundaries(grids: Mapping[str, np.ndarray], levels: Mapping[str, tuple[float, float]],
+                        points: Mapping[str, np.ndarray], extent: Sequence[float],
+                        notes: Mapping[str, str] | None = None):
+    """The 2-D toy, one panel per training (its title the key of `grids`): the points (`points` "normal", "seen",
+    "unseen", each (n, 2), in the group colours), the level sets of ℓ at b_n (solid) and b_a (dashed) with the
+    margin between them shaded. `grids[k]`: ℓ on a regular grid over `extent` (rows along y); `levels[k]`: (ℓ at
+    b_a, ℓ at b_n); `notes[k]`: a line under the title. Introduced in the *BG-SPP* chapter."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    plt = _plt()
+    n = len(grids)
+    fig, axes = plt.subplots(1, n, figsize=(3.1 * n + 0.2, 3.9), squeeze=False)
+    style = {"normal": dict(s=4, alpha=0.35, marker="o"), "seen": dict(s=16, alpha=0.9, marker="o"),
+             "unseen": dict(s=16, alpha=0.8, marker="^")}
+    for ax, (name, grid) in zip(axes[0], grids.items()):
+        ell_ba, ell_bn = levels[name]
+        ax.contourf(grid, levels=[ell_ba, ell_bn], extent=extent, colors=[MARGIN_COLOUR], alpha=0.5)
+        ax.contour(grid, levels=[ell_ba], extent=extent, colors="darkred", linewidths=1.3, linestyles="--")
+        ax.contour(grid, levels=[ell_bn], extent=extent, colors="navy", linewidths=1.3)
+        for group, pts in points.items():
+            pts = np.asarray(pts)
+            ax.scatter(pts[:, 0], pts[:, 1], color=GROUP_COLOURS[group], linewidths=0, **style[group])
+        title = name + (f"\n{notes[name]}" if notes and name in notes else "")
+        ax.set_title(title, fontsize=10)
+        _square(ax, extent)
+    handles = [Line2D([], [], ls="", marker=style[g]["marker"], color=GROUP_COLOURS[g], label=label)
+               for g, label in (("normal", "normal"), ("seen", "seen anomalies (trained on)"),
+                                ("unseen", "unseen anomalies"))]
+    handles += [Line2D([], [], color="navy", label="ℓ = b_n"),
+                Line2D([], [], color="darkred", ls="--", label="ℓ = b_a"),
+                Patch(color=MARGIN_COLOUR, alpha=0.5, label="margin")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    return fig
+
+
+def plot_spp_roles(normal_x: Sequence[float], anomalous_x: Sequence[float], b_n: float, b_a: float):
+    """Who is pulled, who is pushed, who is left alone, on the x = ℓ/normaliser axis: BG-SPP (top; normals below
+    b_n pulled up to it, anomalies above b_a pushed down to it, everyone else left alone) against a conventional
+    push-pull (bottom; every normal pulled up, every anomaly pushed down, no stopping point). A schematic: the
+    arrows show direction and where a pull or push ends, not its strength. Introduced in the *BG-SPP* chapter."""
+    plt = _plt()
+    xn, xa = np.asarray(normal_x, dtype=float), np.asarray(anomalous_x, dtype=float)
+    lo, hi = min(xn.min(), xa.min(), b_a), max(xn.max(), xa.max(), b_n)
+    span = hi - lo
+    step = 0.12 * span  # a push-pull arrow: no end point, so a fixed length
+    fig, axes = plt.subplots(2, 1, figsize=(8.5, 4.4), sharex=True)
+    arrow = lambda colour: dict(arrowstyle="-|>", color=colour, lw=1.6, shrinkA=5, shrinkB=0)  # noqa: E731
+    for ax, semi in zip(axes, (True, False)):
+        ax.axvspan(b_a, b_n, color=MARGIN_COLOUR, alpha=0.45, zorder=0)
+        ax.axvline(b_n, color="navy", lw=1.3)
+        ax.axvline(b_a, color="darkred", lw=1.3, ls="--")
+        for xs, y, kind in ((xn, 0.45, "normal"), (xa, -0.45, "anomalous")):
+            colour = GROUP_COLOURS[kind]
+            for x in xs:
+                if kind == "normal":
+                    moved, target = (x <= b_n, b_n) if semi else (True, x + step)
+                else:
+                    moved, target = (x >= b_a, b_a) if semi else (True, x - step)
+                ax.scatter([x], [y], s=60, zorder=3, color=colour if moved else "white", edgecolors=colour, lw=1.5)
+                if moved and abs(target - x) > 1e-9:
+                    ax.annotate("", xy=(target, y), xytext=(x, y), arrowprops=arrow(colour), zorder=2)
+                label = ("pulled up" if kind == "normal" else "pushed down") if moved else "left alone"
+                ax.text(x, y + (0.2 if kind == "normal" else -0.2), label, ha="center",
+                        va="bottom" if kind == "normal" else "top", fontsize=8.5, color=colour if moved else "0.45")
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_yticks([0.45, -0.45], ["normal", "anomalous"])
+        ax.set_title("BG-SPP: pull to b_n, push to b_a, then stop" if semi
+                     else "conventional push-pull (BGAD†): every normal up, every anomaly down", fontsize=10)
+        ax.text(b_n, -1.0, " b_n", color="navy", va="bottom", fontsize=9)
+        ax.text(b_a, -1.0, "b_a ", color="darkred", va="bottom", ha="right", fontsize=9)
+    axes[1].set_xlim(lo - 0.2 * span, hi + 0.2 * span)
+    axes[1].set_xlabel("x = ℓ / normaliser   (low: unlikely, anomalous → high: likely, normal)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_patch_gradients(ell: np.ndarray, grads: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+                         ell_bn: float, ell_ba: float):
+    """dL/dℓ of one normal (left) and one anomalous patch (right) against its ℓ, one line per loss (`grads[name]
+    [kind] = (loss, dL/dℓ)`, as `toy.patch_losses` returns), with ℓ at b_n, b_a and the margin. Gradient descent
+    moves ℓ against the gradient: below 0 the patch is pulled up, above 0 pushed down. Introduced in the *BG-SPP*
+    chapter."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for ax, kind in zip(axes, ("normal", "anomalous")):
+        ax.axvspan(ell_ba, ell_bn, color=MARGIN_COLOUR, alpha=0.45, zorder=0, label="margin")
+        ax.axvline(ell_bn, color="navy", lw=1.2, label="b_n")
+        ax.axvline(ell_ba, color="darkred", lw=1.2, ls="--", label="b_a")
+        ax.axhline(0.0, color="k", lw=0.7)
+        for k, (name, by_kind) in enumerate(grads.items()):
+            ax.plot(ell, by_kind[kind][1], color=method_colour(name, k), lw=2.2 if k == 0 else 1.6, label=name,
+                    ls="-" if k == 0 else "--", zorder=3 - k)
+        ax.set_title(f"{kind} patch", fontsize=10, color=GROUP_COLOURS[kind])
+        ax.set_xlabel("ℓ (nats per dimension)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("dL/dℓ   (< 0: pulled up, > 0: pushed down)", fontsize=9)
+    axes[1].legend(fontsize=9, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curves(curves, lams: Sequence[float], b_n: float, b_a: float, normalizer: float = 10.0):
+    """The loss one normal patch (L_ml + λ·pull) and one anomalous patch (λ·push) contribute against its x, one
+    panel per λ (`curves(λ) -> (x, normal, anomalous)`, e.g. `toy.loss_curves`), the margin shaded. Introduced
+    in the *BG-SPP* chapter; the λ explorer draws the same curves."""
+    plt = _plt()
+    rows, cols = (len(lams) + 1) // 2, min(2, len(lams))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 2.9 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, lam in zip(axes.ravel(), lams):
+        x, normal, anomalous = curves(float(lam))
+        ax.plot(x, normal, color=NORMAL_COLOUR, lw=2, label="normal patch: L_ml + λ·pull")
+        ax.plot(x, anomalous, color=ABNORMAL_COLOUR, lw=2, label="anomalous patch: λ·push")
+        ax.axvspan(b_a, b_n, color=MARGIN_COLOUR, alpha=0.35)
+        ax.set_title(f"λ = {lam:g}", fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"x = ℓ / {normalizer:g}")
+    axes[0, 0].legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
 
 def plot_logp_vs_ell(logp: Sequence[np.ndarray], channels: Sequence[int], names: Sequence[str]):
     """Box plots of log p (left) and ℓ = log p / C (right) per level: the first differs by level, the second lines up."""
