@@ -57,6 +57,53 @@ def glue_figure(name: str, fig) -> None:
     glue(name, fig, display=False)
     plt.close(fig)
 
+def seen_unseen_table(runs: Mapping[str, Mapping[str, Any]]):
+    """One row per run (name -> results.json): seen and unseen "image AUROC / pixel AUROC / PRO" and training
+    seconds. Introduced in the *BG-SPP* chapter."""
+    keys = ("image_auroc", "pixel_auroc", "pro")
+    fmt = lambda m: " / ".join("–" if m.get(k) is None else f"{m[k]:.3f}" for k in keys)  # noqa: E731
+    return table(["method", "seen: image / pixel AUROC / PRO", "unseen: image / pixel AUROC / PRO", "train s"],
+                 [[name, fmt(r["metrics_seen"]), fmt(r["metrics_unseen"]), f"{r['timings']['train']:.0f}"]
+                  for name, r in runs.items()])
+
+
+def share_table(by_level: Mapping[str, Sequence[Mapping[str, Any]]], level_names: Sequence[str],
+                keys: Sequence[str] = ("known", "seen", "unseen")) -> tuple[Any, dict[tuple[str, str, str], tuple]]:
+    """Per model and level, "above b_n / margin / below b_a" of each patch group (`showcase.margin_shares`) as a
+    Markdown table, and the shares by (model, level name, group). Introduced in the *BG-SPP* chapter."""
+    from .showcase import margin_shares
+
+    heads = {"known": "known (training) anomalies", "seen": "seen test", "unseen": "unseen test"}
+    shares, rows = {}, []
+    for name, levels in by_level.items():
+        for group, lname in zip(levels, level_names):
+            cells = []
+            for key in keys:
+                shares[name, lname, key] = margin_shares(group, key)
+                cells.append(" / ".join("–" if p != p else f"{100 * p:.0f}%" for p in shares[name, lname, key]))
+            rows.append([name, lname, *cells])
+    head = ["model", "level", *[f"{heads.get(k, k)}: above b_n / margin / below b_a" for k in keys]]
+    return table(head, rows), shares
+
+
+def toy_table(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str]):
+    """The 2-D toy over seeds (`toy.seed_rows`), one row per training: mean ± std of the shares (in %) and the
+    seen cluster's median x, and the unseen share below b_a seed by seed. Introduced in the *BG-SPP* chapter."""
+    seeds = sorted({r["seed"] for r in rows})
+    body = []
+    for method, label in labels.items():
+        rs = [r for r in rows if r["method"] == method]
+        if not rs:
+            continue
+        pct = lambda k: pm([100 * r[k] for r in rs], digits=0)  # noqa: E731
+        per_seed = " / ".join(f"{100 * r['unseen_below_ba']:.0f}" for r in sorted(rs, key=lambda r: r["seed"]))
+        body.append([label, pct("normal_above_bn"), pct("seen_below_ba"),
+                     pm([r["seen_median_x"] for r in rs], digits=2), pct("unseen_below_ba"), per_seed,
+                     pct("unseen_above_bn")])
+    head = ["training", "held-out normal above b_n, %", "seen below b_a, %", "seen: median x",
+            "unseen below b_a, %", f"… seed by seed ({', '.join(map(str, seeds))})", "unseen at or above b_n, %"]
+    return table(head, body)
+
 
 FREE = ("category", "known_types")  # pooled over categories and seen types
 

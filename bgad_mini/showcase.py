@@ -204,3 +204,39 @@ def chunk_boundaries(normal_ll: np.ndarray, cfg: Config, beta: float | None = No
                for k, v in out.items()}
     return {"whole": whole, "chunks": out, "sizes": {k: np.array(v) for k, v in chunk_sizes.items()},
             "labels": labels, "summary": summary}
+
+
+def known_view(cfg: Config, device: str = "cpu") -> tuple[list, np.ndarray]:
+    """The split's known anomalies, the images phase 2 trains on: their features per level (M, C, h, w) and their
+    masks (M, H, W)."""
+    from .data import load_items
+    from .pipeline import features_for, prepare_data
+
+    data = prepare_data(cfg, verbose=False)
+    _, masks = load_items(data.split.known, data.cfg.img_size)
+    return features_for(data.cfg, data.split.known, device, progress=False), masks
+
+
+def level_groups(run_dir: str | Path, view: TestView, known: tuple[list, np.ndarray]
+                 ) -> tuple[dict[str, list], list[dict[str, Any]]]:
+    """A run's ℓ (`run_logliks`) and, at every level, its `patch_groups` plus "known": x = ℓ/normaliser of the
+    known anomalies' defect patches (`known_view`), the patches BG-SPP pushes in training. Introduced in the
+    *BG-SPP* chapter."""
+    from .evaluate import patch_logliks
+    from .flow import level_log_likelihoods
+    from .runs import load_flows
+
+    ll = run_logliks(run_dir, view)
+    flows, c = load_flows(run_dir)
+    known_x = patch_logliks(level_log_likelihoods(flows, known[0], c.pos_dim), known[1])[1]
+    norm = view.cfg.normalizer
+    return ll, [{**patch_groups(ll, view, level), "known": known_x[level] / norm} for level in range(len(ll["test"]))]
+
+
+def margin_shares(group: Mapping[str, Any], key: str) -> tuple[float, float, float]:
+    """The shares of `group[key]` (x values) at or above b_n, inside the margin (b_a, b_n), at or below b_a."""
+    x = np.asarray(group[key], dtype=np.float64)
+    if not x.size:
+        return (float("nan"),) * 3
+    b_n, b_a = group["b_n"], group["b_a"]
+    return float(np.mean(x >= b_n)), float(np.mean((x > b_a) & (x < b_n))), float(np.mean(x <= b_a))

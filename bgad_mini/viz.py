@@ -659,7 +659,7 @@ def plot_toy_boundaries(grids: Mapping[str, np.ndarray], levels: Mapping[str, tu
         ell_ba, ell_bn = levels[name]
         ax.contourf(grid, levels=[ell_ba, ell_bn], extent=extent, colors=[MARGIN_COLOUR], alpha=0.5)
         ax.contour(grid, levels=[ell_ba], extent=extent, colors="darkred", linewidths=1.3, linestyles="--")
-        ax.contour(grid, levels=[ell_bn], extent=extent, colors="navy", linewidths=1.3)
+        ax.contour(grid, levels=[ell_bn], extent=extent, colors="navy", linewidths=1.3, linestyles="solid")
         for group, pts in points.items():
             pts = np.asarray(pts)
             ax.scatter(pts[:, 0], pts[:, 1], color=GROUP_COLOURS[group], linewidths=0, **style[group])
@@ -733,7 +733,7 @@ def plot_patch_gradients(ell: np.ndarray, grads: Mapping[str, Mapping[str, tuple
         ax.axhline(0.0, color="k", lw=0.7)
         for k, (name, by_kind) in enumerate(grads.items()):
             ax.plot(ell, by_kind[kind][1], color=method_colour(name, k), lw=2.2 if k == 0 else 1.6, label=name,
-                    ls="-" if k == 0 else "--", zorder=3 - k)
+                    ls="-" if k == 0 else "--", zorder=3 + k)
         ax.set_title(f"{kind} patch", fontsize=10, color=GROUP_COLOURS[kind])
         ax.set_xlabel("ℓ (nats per dimension)")
         ax.grid(alpha=0.3)
@@ -761,6 +761,41 @@ def plot_loss_curves(curves, lams: Sequence[float], b_n: float, b_a: float, norm
         ax.set_xlabel(f"x = ℓ / {normalizer:g}")
     axes[0, 0].legend(fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot_group_hists(groups: Mapping[str, Mapping[str, Any]], x_range: tuple[float, float],
+                     keys: Sequence[str] = ("seen", "unseen"), bins: int = 80):
+    """Columns: models (`groups[name]` as `showcase.patch_groups` returns: normal, seen, unseen x, b_n, b_a); rows:
+    the seen type's and the unseen types' test patches against the normal ones (`plot_boundary_hist`), on one x
+    range. Introduced in the *BG-SPP* chapter."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    plt = _plt()
+    names = list(groups)
+    fig, axes = plt.subplots(len(keys), len(names), figsize=(3.1 * len(names), 2.6 * len(keys)), sharex=True,
+                             squeeze=False)
+    titles = {"seen": "seen type", "unseen": "unseen types", "known": "known anomalies"}
+    for col, name in enumerate(names):
+        v = groups[name]
+        for row, key in enumerate(keys):
+            ax = axes[row, col]
+            plot_boundary_hist(v["normal"], v[key], v["b_n"], v["b_a"], ax=ax, bins=bins, x_range=x_range,
+                               title=f"{name}: {titles.get(key, key)}", legend=False,
+                               xlabel="x = ℓ / normaliser" if row == len(keys) - 1 else "")
+            for bar in ax.containers[-1] if len(ax.containers) > 1 else []:  # the anomalous histogram
+                bar.set_facecolor(GROUP_COLOURS.get(key, ABNORMAL_COLOUR))
+            if col:
+                ax.set_ylabel("")
+    handles = [Patch(color=NORMAL_COLOUR, alpha=0.55, label="normal test patches")]
+    patches = {"seen": "seen-type patches", "unseen": "unseen-type patches", "known": "known-anomaly patches"}
+    handles += [Patch(color=GROUP_COLOURS.get(k, ABNORMAL_COLOUR), alpha=0.55, label=patches.get(k, k))
+                for k in keys]
+    handles += [Patch(color=MARGIN_COLOUR, alpha=0.3, label="margin"), Line2D([], [], color="navy", label="b_n"),
+                Line2D([], [], color="darkred", ls="--", label="b_a")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 

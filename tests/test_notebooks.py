@@ -240,8 +240,19 @@ def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
 
 def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
     nb = run_chapter(ROOT / "book" / "bgspp.ipynb", tmp_path / "bgspp.ipynb", profile="smoke", data_root=str(smoke_root),
-              n_known=1, results_root=str(smoke_grid), **chapter_runs)
+              n_known=1, results_root=str(smoke_grid), toy_seeds="0, 1", **chapter_runs)
     g = glued(nb)
+    # the 2-D toy: two seeds, the typical one drawn, shares in %, every comparison phrase from the numbers
+    assert g["toy_n_seeds"] == "2" and g["toy_shown"] in ("0", "1") and g["toy_half"] in ("pull", "push")
+    assert (g["toy_steps1"], g["toy_steps2"]) == ("100", "100")
+    flagged = {m: float(g[f"toy_{m}_unseen"].rstrip("%")) for m in ("nf", "pushpull", "bgad", "bgad_pull", "bgad_push")}
+    assert all(0.0 <= v <= 100.0 for v in flagged.values())
+    assert g["toy_half"] == min(("pull", "push"), key=lambda h: flagged[f"bgad_{h}"])
+    assert 0 <= int(g["toy_fewer_nf"]) <= 2 and 0 <= int(g["toy_fewer_pp"]) <= 2
+    assert float(g["toy_bgad_ba"]) < float(g["toy_bgad_bn"])
+    assert g["toy_far"] == ("further than" if float(g["toy_pushpull_seen_x"]) < float(g["toy_bgad_seen_x"])
+                            else "less far than")
+    assert float(g["spp_push"]) == pytest.approx(0.1) and float(g["pp_push_0"]) == pytest.approx(0.5)
     for key in ("g_bgad_nf", "g_bgad_pp", "g_bgad_strong"):  # the grid's paired tests: 2 categories × 2 seeds
         assert "of 4 pairs higher; Wilcoxon p = " in g[key], (key, g[key])
     assert g["grid_line"].startswith("32 of 32 runs (complete)")
@@ -259,8 +270,27 @@ def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
     assert g["push_level"] in ("/4", "/8", "/16", "/32") and ("less than" in g["train_vs_test"] or "as much as" in g["train_vs_test"])
     methods = {p.parent.name.split("_")[0] for p in Path(chapter_runs["runs_root"]).glob("*/results.json")}
     assert {"nf", "bgad", "pushpull"} <= methods, methods
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 4  # history, histograms, maps, λ curves
+    # every figure numbered, captioned (≥ 15 words), referred to in the text, and shown only in its block
+    import re
+
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
+    assert [b[0] for b in blocks] == ["fig_roles", "fig_toy", "fig_gradients", "fig_history", "fig_hists",
+                                      "fig_maps", "fig_lambda", "lambda_explorer"]
+    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
+    outs = [o for c in nb.cells for o in c.get("outputs", [])]
+    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
+            and any(k.endswith("image/png") for k in o["data"])}
+    assert {b[0] for b in blocks} <= figs
+    loose = [o for o in outs if "image/png" in o.get("data", {})
+             and o.get("metadata", {}).get("scrapbook", {}).get("name") != "lambda_explorer"]
+    assert not loose  # no figure outside its numbered block (the explorer's cell is remove-output)
+    # the reader's code: short visible cells, no code line over 100 characters, b_n from the package
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    visible = [c for c in code if not {"remove-cell", "remove-input", "hide-input"} & set(c.metadata.get("tags", []))]
+    assert max(len(c.source.splitlines()) for c in visible) <= 15
+    assert max(len(line) for c in code for line in c.source.splitlines()) <= 100
+    assert not any("np.sort" in c.source for c in code)
     # the λ curves use the trained BGAD model's boundaries (b_a = b_n − τ), and a slider that works in the page
     assert float(g["lam_ba"]) == pytest.approx(float(g["lam_bn"]) - 0.1, abs=2e-3)
     assert any('id="lambda-explorer"' in h and '"label":"4"' in h for h in _html_outputs(nb))
