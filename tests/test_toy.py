@@ -166,3 +166,39 @@ def test_bgspp_figures_draw():
     for f in figs:
         assert f.get_size_inches()[0] <= 9.5
         plt.close(f)
+
+
+def test_margin_shares_and_the_chapter_tables():
+    from bgad_mini import report, showcase
+
+    group = {"b_n": -1.0, "b_a": -1.1, "seen": np.array([-1.2, -1.1, -1.05, -1.0, 0.5]), "unseen": np.array([])}
+    assert showcase.margin_shares(group, "seen") == pytest.approx((0.4, 0.2, 0.4))  # ≥ b_n, (b_a, b_n), ≤ b_a
+    assert all(np.isnan(showcase.margin_shares(group, "unseen")))
+    md, shares = report.share_table({"A": [group]}, ["/8"], keys=("seen", "unseen"))
+    assert shares["A", "/8", "seen"] == pytest.approx((0.4, 0.2, 0.4))
+    assert "| A | /8 | 40% / 20% / 40% | – / – / – |" in md.data
+    rows = [{"seed": s, "method": m, "normal_above_bn": 0.99, "seen_below_ba": 1.0, "seen_median_x": -0.5,
+             "unseen_below_ba": u, "unseen_above_bn": 0.0} for s, u in ((0, 0.5), (1, 0.25)) for m in ("nf",)]
+    md = report.toy_table(rows, {"nf": "ML only", "bgad": "BG-SPP"}).data
+    assert "| ML only | 99 ± 0 | 100 ± 0 | -0.50 ± 0.00 | 38 ± 18 | 50 / 25 | 0 ± 0 |" in md
+    assert "BG-SPP" not in md.split("\n", 2)[2]  # a training without rows is left out
+    res = {"metrics_seen": {"image_auroc": 0.5, "pixel_auroc": None, "pro": 0.25},
+           "metrics_unseen": {"image_auroc": 1.0, "pixel_auroc": 0.75, "pro": 0.5}, "timings": {"train": 12.4}}
+    assert "| NF | 0.500 / – / 0.250 | 1.000 / 0.750 / 0.500 | 12 |" in report.seen_unseen_table({"NF": res}).data
+
+
+def test_group_hists_colour_each_group():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    rng = np.random.default_rng(0)
+    g = {"normal": rng.normal(-0.3, 0.05, 500), "seen": rng.normal(-0.5, 0.1, 50),
+         "unseen": rng.normal(-0.6, 0.1, 50), "b_n": -0.4, "b_a": -0.5}
+    fig = viz.plot_group_hists({"NF": g, "BGAD": g}, (-1.0, 0.0))
+    assert fig.get_size_inches()[0] <= 9.5 and len(fig.axes) == 4
+    for ax, key in zip(fig.axes[::2], ("seen", "unseen")):  # column 1: seen on top, unseen below
+        assert to_hex(ax.containers[-1][0].get_facecolor()) == viz.GROUP_COLOURS[key].lower()
+    plt.close(fig)
