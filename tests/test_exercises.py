@@ -230,3 +230,20 @@ def test_chapter_code_runs_at_the_end_of_its_chapter(stem, tmp_path, smoke_root,
         assert "max |z1 − x1| = 0.0" in printed  # without the swap the first coordinate passes unchanged
     if stem == "boundary":
         assert "in the nearest rule" in printed and "above b_a" in printed
+
+
+def test_each_chapter_points_to_its_exercises_with_their_number():
+    """The one set lives in the appendix: a chapter's Exercises section links to its group and says how many."""
+    import json
+
+    chapters = book_chapters()
+    groups = dict.fromkeys(chapters, 0)
+    for ex in exercises():
+        groups[chapters[ex["number"][0] - 1]] += 1
+    for stem in chapters:
+        nb = json.loads((ROOT / "book" / f"{stem}.ipynb").read_text())
+        text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+        section = text.split("## Exercises", 1)[1].split("\n## ", 1)[0]
+        assert f"{{ref}}`exercises-{stem}`" in section, stem
+        assert f"The {groups[stem]} exercises on this chapter" in " ".join(section.split()), stem
+        assert not re.search(r"^\d+\. ", section, re.M), f"{stem} still lists exercises of its own"
