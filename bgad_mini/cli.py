@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_grid_commands(sub) -> None:
     """`ablate` and `reproduce`: grids of runs with reuse and parallel jobs (logic in `grid.py`, `summary.py`)."""
-    ab = sub.add_parser("ablate", help="run a grid of methods x settings x seeds x parameters; CSVs and plots")
+    ab = sub.add_parser("ablate", help="run a grid of methods x settings x seeds x parameters; CSVs and plots",
+                        description="A grid of runs (finished ones reused), locally in --jobs processes or as one "
+                                    "Dask task per run (--scheduler); results.csv, summary.csv and plots in --out.")
     ab.add_argument("--data-root", default=None, help="dataset root in the MVTec layout (default: the profile's)")
     ab.add_argument("--categories", nargs="+", default=None, help="default: the profile's category")
     ab.add_argument("--methods", nargs="+", default=["nf", "bgad"], help=f"any of {' '.join(METHODS)}")

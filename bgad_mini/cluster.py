@@ -98,15 +98,33 @@ def _host_slots(workers: dict[str, dict]) -> dict[str, int]:
     return slots
 
 
+def scheduler_workers(client) -> dict[str, dict]:
+    """Every worker the scheduler knows (distributed 2025.4–2026.6 list only 5 unless asked for all)."""
+    try:
+        return client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:  # distributed before 2025.4: always all of them
+        return client.scheduler_info()["workers"]
+
+
 def run_task(call: Callable[..., dict], requested: int, host_slots: dict[str, int], topic: str, index: int) -> dict:
-    """One run inside a Dask worker: announce it, choose and set the threads, run `grid._run_one` (never raises)."""
-    from distributed import get_worker
+    """One run inside a Dask worker: announce it, choose and set the threads, run `grid._run_one` (never raises).
+
+    The machine's task slots are read from the live cluster when the run starts (workers may have joined after the
+    grid was submitted, as with dask-jobqueue), falling back to `host_slots` taken at submission."""
+    from distributed import get_client, get_worker
     from distributed.comm import get_address_host
+
+    from .grid import available_cores
 
     worker = get_worker()
     worker.log_event(topic, {"index": index, "where": worker.address})
-    slots = host_slots.get(get_address_host(worker.address), worker.state.nthreads)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    host = get_address_host(worker.address)
+    try:
+        host_slots = _host_slots(scheduler_workers(get_client()))
+    except Exception:  # noqa: BLE001 - no client from inside this worker: the slots taken at submission
+        pass
+    slots = host_slots.get(host, worker.state.nthreads)
+    cores = available_cores()
     threads = task_threads(requested, cores, slots)
     if "torch" in sys.modules:  # a previous task imported it: the environment alone no longer counts
         sys.modules["torch"].set_num_threads(threads)
@@ -123,7 +141,9 @@ def _lost(fut, stopping: bool) -> dict:
     if exc is None:
         error = f"the task was {fut.status} (scheduler restarted or connection lost); rerun the grid"
     else:
-        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        from .grid import one_line
+
+        error = one_line(exc)
     return {"status": "failed", "results": None, "error": error, "seconds": 0.0}
 
 
@@ -135,7 +155,7 @@ def execute_dask(execution, scheduler: str) -> None:
     futures: dict[Any, Any] = {}
     try:
         client.subscribe_topic(topic, lambda event: events.put(("start", event[1]["index"], event[1]["where"])))
-        workers = client.scheduler_info()["workers"]
+        workers = scheduler_workers(client)
         _warn_if_unservable(execution, workers)
         slots = _host_slots(workers)
         for job in execution.jobs:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,8 +64,35 @@ def _digest(path: Path) -> str:
     return _DIGESTS[key]
 
 
+_HELD: dict[tuple[str, str], str] | None = None
+
+
+@contextmanager
+def held_data_fingerprints():
+    """Inside the block each (data root, category) is fingerprinted once. Planning a grid asks for the same
+    fingerprint hundreds of times (every run key and every finished-run check), and each time walks the folder; a
+    caller that knows the files do not change meanwhile (the lab refreshing its plan) holds them."""
+    global _HELD
+    outer = _HELD
+    _HELD = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _HELD = outer
+
+
 def data_fingerprint(data_root: str | os.PathLike, category: str) -> str:
     """16 hex digits over every file of `data_root/category` (images and masks), or "missing" without the folder."""
+    held = _HELD
+    if held is not None:
+        key = (str(Path(data_root).resolve()), category)
+        if key not in held:
+            held[key] = _data_fingerprint(data_root, category)
+        return held[key]
+    return _data_fingerprint(data_root, category)
+
+
+def _data_fingerprint(data_root: str | os.PathLike, category: str) -> str:
     from .data import IMAGE_EXTENSIONS
 
     root = Path(data_root) / category

@@ -234,7 +234,14 @@ def one_line(exc: BaseException) -> str:
 
 
 def _init_worker(threads: int) -> None:
+    """A pool process: its thread budget, and an end of its own when its parent dies (a killed kernel must not
+    leave runs training for no one)."""
+    import multiprocessing
+
     _set_thread_env(threads)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
 
 
 def _fmt_metrics(m: Mapping[str, Any] | None) -> str:
@@ -387,6 +394,9 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
         if on_update:
             on_update(rec)
 
+    if log:  # an earlier, interrupted try's bars are not this one's (the lab reads the log's last bar)
+        for i in todo:
+            RunFolder(records[i]["run_dir"]).log.unlink(missing_ok=True)
     jobs_ = [Job(i, records[i]["config"].to_dict(), records[i]["run_dir"]) for i in todo]
     execution = Execution(jobs_, threads, runner, results_only, log, started, finish, stop)
     try:
@@ -443,7 +453,8 @@ def _execute_processes(execution: Execution, workers: int, mp_context: str) -> N
                     outcome = {"status": "stopped" if execution.stopping() else "failed", "results": None,
                                "seconds": 0.0, "error": None if execution.stopping() else one_line(exc)}
                 execution.finish(futures[fut].index, outcome)
-            if execution.stopping() and pending:
+            if (execution.stopping() or not threading.main_thread().is_alive()) and pending:
+                # the interpreter is exiting (a lab grid in a background thread) counts as stop;
                 # not fut.cancel(): the pool's manager thread sets BrokenProcessPool on every pending future once
                 # its processes are gone, and a cancelled future would make it raise InvalidStateError
                 _end_processes(pool)

@@ -10,7 +10,8 @@ needs no training) and about how long the rest takes (`estimate_seconds`). **Run
 worker processes (`grid.run_grid`) from a background thread, with an overall bar and one bar per running run
 (read from its `run.log`: `log_progress`); **Stop** ends the grid cleanly: finished runs are kept and the
 interrupted one resumes from its last epoch next time. The table and the plot refresh as runs finish; a failed run
-shows its one-line error. Widgets are only touched from one monitor thread, never from the grid's thread.
+shows its one-line error. While a grid runs only its monitor thread updates the panel (never the grid's thread),
+and drawing is serialised with a lock.
 
 Everything except `Lab` is a plain function, tested without widgets.
 """
@@ -27,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .config import METHODS, Config
+from .config import ALIASES, METHODS, Config
 from .errors import BgadError
-from .grid import available_cores, dedupe, expand_grid, plan, run_grid, training_order
+from .fingerprint import held_data_fingerprints
+from .grid import available_cores, axes_configs, dedupe, expand_grid, one_line, plan, run_grid, training_order
+from .report import parse_list
 from .runs import RUNS, RunFolder, finished, identity, run_key
 
 #: The axes a form can vary (a results.csv column and the text the panel shows), in the panel's order.
@@ -56,16 +59,6 @@ class Form:
     product: bool = False
 
 
-def parse_values(text: str, what: str, kind: Callable = str) -> tuple:
-    """`"0.01, 0.05"` -> (0.01, 0.05) with `kind`; a one-line BgadError naming the field otherwise."""
-    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
-    try:
-        return tuple(dict.fromkeys(kind(p) for p in parts))
-    except ValueError:
-        raise BgadError(f"{what}: {text!r} is not a comma-separated list of {kind.__name__} values; "
-                        "e.g. 0.01, 0.05") from None
-
-
 def form_configs(form: Form, base: Config, check_data: bool = True) -> list[Config]:
     """The runs of a form: every method × category × seen type × seed at `base`, then each axis's values with
     the rest at `base` (one setting at a time), or the full product of the axes (`form.product`). Methods ignore
@@ -83,8 +76,8 @@ def form_configs(form: Form, base: Config, check_data: bool = True) -> list[Conf
     if form.product and axes:
         configs += expand_grid(grid=axes, **kw)
     else:
-        for key, values in axes.items():
-            configs += expand_grid(grid={key: values}, **kw)
+        methods = kw.pop("methods")
+        configs += axes_configs([((), k, v) for k, v in axes.items()], methods, **kw)
     return training_order(dedupe(configs))
 
 
@@ -93,43 +86,50 @@ def form_configs(form: Form, base: Config, check_data: bool = True) -> list[Conf
 # ----------------------------------------------------------------------------------------------
 def plan_lab(configs: Sequence[Config], runs_root: str | Path, results_root: str | Path | None = None
              ) -> list[dict[str, Any]]:
-    """`grid.plan` over `runs_root`, then the committed grid `results_root` for what is still missing: a run it
-    holds counts as finished when the current code made it on data with the same fingerprint (the grid may have
-    been made from another data folder, e.g. `data/synthetic` where a chapter reads `../data/synthetic`)."""
+    """`grid.plan` over `runs_root`, then over `results_root` for what is still missing.
+
+    A committed grid (`results_root` with PROVENANCE.json) counts a run as finished when the provenance lists it
+    and the current code made it on data with the same fingerprint (the grid may have been made from another data
+    folder, e.g. `data/synthetic` where a chapter reads `../data/synthetic`). Any other folder is read as the
+    `--out` of a `bgad-mini ablate`: its runs/<key> folders."""
     records = plan(configs, runs_root)
-    prov_roots = _published_roots(results_root)
+    if not results_root or all(r["status"] is not None for r in records):
+        return records
+    grid_roots, keys = _published(results_root)
+    if grid_roots is None:  # not a published grid: an ablate --out folder
+        for rec, other in zip(records, plan(configs, Path(results_root) / RUNS)):
+            if rec["status"] is None and other["status"] == "reused":
+                rec.update(other, where=str(results_root))
+        return records
     for rec in records:
-        if rec["status"] is not None or not prov_roots:
+        if rec["status"] is not None:
             continue
         cfg = rec["config"]
         ident = identity(cfg)
-        for recorded in prov_roots:
+        for recorded in grid_roots:
             alt = cfg.with_overrides(data_root=recorded)
             alt_ident = dict(ident, config=alt.identity())  # the data fingerprint is of the files, wherever they are
-            run_dir = Path(results_root) / RUNS / run_key(alt, alt_ident)
-            done = finished(run_dir, alt, alt_ident)
+            key = run_key(alt, alt_ident)
+            done = finished(Path(results_root) / RUNS / key, alt, alt_ident) if key in keys else None
             if done is not None:
-                rec.update(status="reused", results=done, run_dir=str(run_dir), where="committed grid")
+                rec.update(status="reused", results=done, run_dir=str(Path(results_root) / RUNS / key),
+                           where="committed grid")
                 break
     return records
 
 
-def _published_roots(results_root: str | Path | None) -> list[str]:
-    """The data folders a committed grid was made from ([] when there is no grid or it is stale)."""
-    if not results_root:
-        return []
+def _published(results_root: str | Path) -> tuple[list[str] | None, set[str]]:
+    """(the data folders a committed grid was made from, its run keys); ([], set()) for a grid of other code,
+    (None, set()) when `results_root` is not a published grid."""
     from . import published
 
     try:
-        prov = published.check(results_root)
+        prov = published.read_provenance(results_root)
     except (BgadError, OSError):
-        try:  # the grid's data folder may be elsewhere from here: the fingerprints decide in plan_lab
-            prov = published.read_provenance(results_root)
-        except (BgadError, OSError):
-            return []
-        if prov.get("code_fingerprint") != _code():
-            return []
-    return list(prov.get("data_fingerprints", {}))
+        return None, set()
+    if prov.get("code_fingerprint") != _code():
+        return [], set()
+    return list(prov.get("data_fingerprints", {})), set(prov.get("run_keys", []))
 
 
 def _code() -> str:
@@ -224,9 +224,8 @@ def _label(row: Mapping[str, Any], base: Config) -> str:
     """`bgad β=0.05` for a row away from the base, the method alone at the base."""
     from .summary import at_base
 
-    fields = {"beta": "beta", "tau": "tau", "lambda": "lam", "n_known": "n_known", "boundary": "boundary"}
     moved = [f"{AXES[c]}={row[c]:g}" if isinstance(row[c], (int, float)) else f"{AXES[c]}={row[c]}"
-             for c, f in fields.items() if row.get(c) is not None and not at_base(row[c], getattr(base, f))]
+             for c in AXES if row.get(c) is not None and not at_base(row[c], getattr(base, ALIASES.get(c, c)))]
     return " ".join([str(row["method"])] + moved)
 
 
@@ -256,8 +255,7 @@ def draw(rows: Sequence[Mapping[str, Any]], base: Config, kind: str, metric: str
     if kind == "bars":
         bars = [dict(r, label=f"{_label(r, base)} {r.get('category')}") for r in rows]
         return viz.plot_seen_unseen_bars(bars, (metric,))
-    default = {"beta": base.beta, "tau": base.tau, "lambda": base.lam, "n_known": base.n_known,
-               "boundary": base.boundary}
+    default = {c: getattr(base, ALIASES.get(c, c)) for c in AXES}
     panels = {k: p for k in AXES if len(p := axis_rows(rows, base, "bgad", k)) > 1}
     if not panels:
         return None
@@ -269,9 +267,9 @@ def draw(rows: Sequence[Mapping[str, Any]], base: Config, kind: str, metric: str
 def png(fig, dpi: int = 90) -> bytes:
     import matplotlib.pyplot as plt
 
+    plt.close(fig)  # first: the monitor thread's figure must never reach the next cell's inline output
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")  # a closed figure still saves
     return buf.getvalue()
 
 
@@ -301,6 +299,7 @@ class Lab:
         self._idle = threading.Event()
         self._idle.set()
         self._error = ""
+        self._draw_lock = threading.Lock()
         cats = list_categories(base.data_root)
         types = sorted({t for c in cats for t in read_category(base.data_root, c, check_sizes=False).defect_types})
         layout = w.Layout(width="auto")
@@ -311,10 +310,11 @@ class Lab:
                                            description="categories", rows=min(5, len(cats)), style=style)
         self.known = w.SelectMultiple(options=types, value=tuple(t for t in base.known_types if t in types),
                                       description="seen types", rows=min(7, len(types)), style=style)
-        self.seeds = w.Text(value=str(base.seed), description="seeds", style=style, layout=layout)
+        self.seeds = w.Text(value=str(base.seed), description="seeds", style=style, layout=layout,
+                            continuous_update=False)  # the plan refreshes on Enter, not on every key
         examples = {"beta": "0.005, 0.05", "tau": "0, 0.2", "lambda": "0, 2", "n_known": "1, 5"}
         self.axes = {k: w.Text(value="", description=f"{AXES[k]} values", placeholder=f"e.g. {v}", style=style,
-                               layout=layout) for k, v in examples.items()}
+                               layout=layout, continuous_update=False) for k, v in examples.items()}
         self.axes["boundary"] = w.SelectMultiple(options=("batch", "epoch"), value=(), description="boundary",
                                                  rows=2, style=style)
         self.product = w.Checkbox(value=False, description="full product (else one at a time)",
@@ -342,7 +342,7 @@ class Lab:
                   *self.axes.values()]:
             c.observe(lambda _ch: self.refresh_plan(), names="value")
         for c in (self.kind, self.metric):
-            c.observe(lambda _ch: self.refresh_results(), names="value")
+            c.observe(lambda _ch: self._redraw(), names="value")
         self.run_button.on_click(lambda _b: self.start())
         self.stop_button.on_click(lambda _b: self.stop())
 
@@ -362,9 +362,9 @@ class Lab:
                 axes[key] = tuple(control.value)
             else:
                 kind = int if key == "n_known" else float
-                axes[key] = parse_values(control.value, f"{AXES[key]} values", kind)
+                axes[key] = tuple(parse_list(control.value, kind, f"{AXES[key]} values"))
         return Form(methods=tuple(self.methods.value), categories=tuple(self.categories.value),
-                    known_types=tuple(self.known.value), seeds=parse_values(self.seeds.value, "seeds", int),
+                    known_types=tuple(self.known.value), seeds=tuple(parse_list(self.seeds.value, int, "seeds")),
                     axes=axes, product=bool(self.product.value))
 
     def plan(self) -> list[dict[str, Any]]:
@@ -375,7 +375,8 @@ class Lab:
         if self.thread is not None and self.thread.is_alive():
             return  # the form describes the next grid; this one's records stay on screen
         try:
-            self.records = self.plan()
+            with held_data_fingerprints():  # the files do not change while one plan is made
+                self.records = self.plan()
         except BgadError as exc:
             self.plan_label.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
             self.run_button.disabled = True
@@ -391,7 +392,7 @@ class Lab:
     # -- running ------------------------------------------------------------------------------
     def start(self) -> None:
         """Run the form's grid in worker processes from a background thread; the kernel stays free."""
-        if self.thread is not None and self.thread.is_alive():
+        if not self._idle.is_set():  # a grid (or the last refresh of one) is still on
             return
         self.refresh_plan()
         if self.run_button.disabled:
@@ -404,7 +405,7 @@ class Lab:
         self.run_button.disabled, self.stop_button.disabled = True, not todo
         self.thread = threading.Thread(target=self._run, args=(todo,), name="bgad-lab-grid", daemon=True)
         self.thread.start()
-        threading.Thread(target=self._monitor, name="bgad-lab-monitor", daemon=True).start()
+        threading.Thread(target=self._monitor, args=(self.thread,), name="bgad-lab-monitor", daemon=True).start()
 
     def stop(self) -> None:
         """End the grid: no new run starts, running ones end now and resume from their checkpoint next time."""
@@ -427,14 +428,14 @@ class Lab:
             run_grid(todo, self.runs_root, runs_dir=self.runs_root, jobs=self.jobs.value, processes=True,
                      progress=False, runner=self.runner, on_update=update, stop=self._stop, log=True)
         except Exception as exc:  # noqa: BLE001 - a grid that cannot start is one line in the panel, no traceback
-            self._error = str(exc) if isinstance(exc, BgadError) else f"{type(exc).__name__}: {exc}"
+            self._error = str(exc) if isinstance(exc, BgadError) else one_line(exc)
         finally:
             self._dirty.set()
 
-    def _monitor(self) -> None:
-        """The one thread that updates widgets while the grid runs: bars from the run logs, table and plot."""
+    def _monitor(self, grid_thread: threading.Thread) -> None:
+        """The one thread that updates widgets while `grid_thread` runs: bars from the run logs, table and plot."""
         while True:
-            alive = self.thread is not None and self.thread.is_alive()
+            alive = grid_thread.is_alive()
             self._refresh_running()
             if self._dirty.is_set():
                 self._dirty.clear()
@@ -454,11 +455,11 @@ class Lab:
     def _refresh_running(self) -> None:
         import ipywidgets as w
 
-        done = sum(1 for r in self.records if r["status"] in ("reused", "trained", "failed", "stopped"))
+        done = sum(1 for r in self.records if r["status"] in ("reused", "trained", "failed"))
         self.overall.max, self.overall.value = max(1, len(self.records)), done
         counts = {s: sum(1 for r in self.records if r["status"] == s) for s in ("trained", "failed", "stopped")}
-        self.overall_label.value = (f"{done} of {len(self.records)} done: " + ", ".join(f"{v} {k}" for k, v in
-                                                                                         counts.items() if v))
+        said = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        self.overall_label.value = f"{done} of {len(self.records)} done" + (f": {said}" if said else "")
         rows, queued = [], 0
         for rec in self.records:
             if rec["status"] != "running":
@@ -480,7 +481,18 @@ class Lab:
         self.running.children = tuple(rows)
 
     # -- results ------------------------------------------------------------------------------
+    def _redraw(self) -> None:
+        """The plot or metric menu changed: redraw now, or let the monitor do it while a grid runs."""
+        if self._idle.is_set():
+            self.refresh_results()
+        else:
+            self._dirty.set()
+
     def refresh_results(self) -> None:
+        with self._draw_lock:  # pyplot is not thread-safe: one drawing at a time
+            self._refresh_results()
+
+    def _refresh_results(self) -> None:
         rows = result_rows(self.records)
         self.table.value = table_html(rows, self.base)
         failed = [r for r in self.records if r["status"] == "failed"]

@@ -199,9 +199,17 @@ def one_class_table(rows: Sequence[Mapping[str, Any]], base: Config, methods: Se
 # ----------------------------------------------------------------------------------------------
 # Chapter set-up
 # ----------------------------------------------------------------------------------------------
-def parse_list(text: Any, kind: type = str) -> list:
-    """A parameters-cell list: `"0.01, 0.1"` -> [0.01, 0.1] (with `kind`); "" -> []."""
-    return [kind(v.strip()) for v in str(text).split(",") if v.strip()]
+def parse_list(text: Any, kind: type = str, what: str = "list") -> list:
+    """A parameters-cell or form list: `"0.01, 0.1"` -> [0.01, 0.1] (with `kind`, repeats kept once); "" -> [].
+    A value `kind` cannot read is a one-line BgadError naming `what`."""
+    from .errors import BgadError
+
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
+    try:
+        return list(dict.fromkeys(kind(p) for p in parts))
+    except ValueError:
+        raise BgadError(f"{what}: {text!r} is not a comma-separated list of {kind.__name__} values; "
+                        "e.g. 0.01, 0.05") from None
 
 
 def thread_limit() -> int:

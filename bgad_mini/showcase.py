@@ -132,6 +132,11 @@ def front_example(view: TestView, runs: Mapping[str, tuple[Mapping[str, Any], st
     gain = contrast(m_b, view.masks[idx]) - contrast(m_a, view.masks[idx])
     order = np.argsort(np.nan_to_num(gain, nan=-np.inf))
     valid = order[~np.isnan(gain[order])]
+    if not len(valid):
+        from .errors import BgadError
+
+        raise BgadError(f"no unseen test image with a mask and normal pixels in {view.cfg.category}; the front "
+                        "example needs one (choose a category with unseen defect types)")
     j = int(valid[len(valid) // 2])
     images, masks = load_items([view.items[idx[j]]], size)
     return {"image": images[0], "mask": masks[0], "type": str(view.types[idx[j]]),

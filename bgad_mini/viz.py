@@ -31,11 +31,13 @@ MARGIN_COLOUR = GROUP_COLOURS["margin"]
 def method_colour(name: str, fallback: int = 0) -> str:
     """The colour of a method, found by its key anywhere in `name` ("BGAD (BG-SPP)", "bgad β=0.05"); BGAD† and
     push-pull are `pushpull`. Other names get matplotlib's cycle colour `fallback`."""
+    import re
+
     low = str(name).lower()
     if "†" in low or "push-pull" in low or "pushpull" in low:
         return METHOD_COLOURS["pushpull"]
     for key in ("patchcore", "cflow", "supcon", "firm", "bgad", "nf"):
-        if key in low:
+        if re.search(rf"(?<![a-z]){key}(?![a-z])", low):  # a word: "inference" is not NF
             return METHOD_COLOURS[key]
     return f"C{fallback % 10}"
 
@@ -269,17 +271,20 @@ def plot_sensitivity(rows: Sequence[dict], param: str, metrics: str | Sequence[s
         series.setdefault(str(r.get(series_key, r.get("method"))), []).append(r)
     fig, axes = _panels(len(metrics))
     for ax, metric in zip(axes, metrics):
+        used: dict[str, int] = {}  # series of one method share its colour: marker and line style tell them apart
         for k, (name, members) in enumerate(series.items()):
             members = sorted(members, key=lambda r: pos[r.get(param)])
             xs = np.array([pos[r.get(param)] for r in members])
             mean = np.array([_num(r.get(f"{metric}_mean")) for r in members])
             std = np.nan_to_num(np.array([_num(r.get(f"{metric}_std")) for r in members]))
-            colour, marker = method_colour(name, k), "osD^v"[(k // 10) % 5]
+            colour = method_colour(name, k)
+            n = used[colour] = used.get(colour, -1) + 1
+            marker, style = "osD^v"[n % 5], ("-", "--", ":", "-.")[(n // 5) % 4]
             if len(set(xs.tolist())) == 1:
                 if not np.isnan(mean[0]):
                     ax.axhline(mean[0], ls="--", color=colour, lw=1, label=f"{name} (not varied)")
                 continue
-            ax.errorbar(xs, mean, yerr=std, marker=marker, capsize=3, color=colour, label=name)
+            ax.errorbar(xs, mean, yerr=std, marker=marker, ls=style, capsize=3, color=colour, label=name)
         if numeric and all(v > 0 for v in values) and max(values) / min(values) >= 20:
             ax.set_xscale("log")
         if not numeric:

@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         if driver is not None:
             driver.quit()
         os.killpg(server.pid, 15)
-        server.wait(timeout=20)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
         (args.out / "lab.json").write_text(json.dumps(report, indent=2))
     print(f"lab check: {'ok' if report['ok'] else 'FAILED'} in {report['seconds']} s "
           f"({report.get('error', 'table rows: ' + str(report.get('after', {}).get('table_rows')))}); "

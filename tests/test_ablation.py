@@ -610,3 +610,12 @@ def test_paired_test_pairs_cells_and_gives_the_exact_wilcoxon_p_and_effect_size(
     t = paired_test(rows([0.51, 0.48, 0.53]), rows([0.50, 0.50, 0.50]), "unseen_pro")
     assert t["r"] == pytest.approx(1 / 3) and t["wins"] == 2 and t["p"] > 0.5
     assert "not distinguishable" in verdict(t) and verdict(paired_test([], [], "unseen_pro")).startswith("not measured")
+
+
+def test_a_new_try_starts_a_fresh_run_log(tmp_path):
+    cfgs = _grid(n_seeds=1)[:1]
+    old = Path(run_grid(cfgs, tmp_path, progress=False, runner=slow_run, log=True)[0]["run_dir"]) / "run.log"
+    (Path(old).parent / "results.json").unlink()  # the run must train again
+    old.write_text("train:  50%|#####     | 6/12 [an interrupted try]\n")
+    run_grid(cfgs, tmp_path, progress=False, runner=slow_run, log=True)
+    assert "interrupted try" not in old.read_text() and "1/2" in old.read_text()

@@ -42,9 +42,11 @@ def test_a_form_makes_one_setting_at_a_time_or_the_full_product(tiny_root):
 
 
 def test_bad_form_values_are_one_line_errors(tiny_root):
-    assert lab.parse_values("0.01, 0.05,", "β values", float) == (0.01, 0.05)
+    from bgad_mini.report import parse_list
+
+    assert parse_list("0.01, 0.05, 0.01,", float, "β values") == [0.01, 0.05]
     with pytest.raises(BgadError, match=r"seeds: 'zero' is not a comma-separated list of int"):
-        lab.parse_values("zero", "seeds", int)
+        parse_list("zero", int, "seeds")
     with pytest.raises(BgadError, match="at least one method"):
         lab.form_configs(lab.Form(methods=()), tiny_base(tiny_root))
     with pytest.raises(BgadError, match=r"known type\(s\) dent not in category 'widget'"):
@@ -106,8 +108,10 @@ def test_table_and_figures_from_records(tiny_root):
     table = lab.table_html(rows, base)
     assert "<td>nf</td>" in table and "0.600 ± 0.141" in table  # NF's two seeds: mean and sample std
     assert "<td>bgad β=0.05</td>" in table and "<td>0.900</td>" in table
-    assert lab.draw(rows, base, "bars", "pro") is not None
-    assert lab.draw(rows, base, "axes", "pro") is not None  # beta has two values: one panel
+    bars = lab.draw(rows, base, "bars", "pro")
+    assert len(bars.axes[0].patches) == 2 * len(rows)  # a seen and an unseen bar per row
+    axes = lab.draw(rows, base, "axes", "pro")
+    assert len(axes.axes) == 1 and axes.axes[0].get_xlabel().startswith("β")  # beta: two values, one panel
     assert lab.draw(rows[:2], base, "axes", "pro") is None and lab.table_html([], base).startswith("<i>")
 
 
@@ -170,3 +174,30 @@ def test_report_helpers_of_the_ablations_chapter(tiny_root):
     assert report.against_noise(0.01, 0.06) == "+0.0100, within the seed noise (0.0600)"
     assert report.against_noise(-0.07, 0.06) == "-0.0700, below by more than the seed noise (0.0600)"
     assert report.against_noise(None, 0.06) == "not measured" and report.noise_text(None).startswith("not")
+
+
+def test_only_runs_the_provenance_lists_count_and_an_ablate_folder_is_read_too(tmp_path):
+    import shutil
+
+    from test_ablation import fake_run
+
+    prov = json.loads((REPO / "results" / "PROVENANCE.json").read_text())
+    key = next(k for k in sorted(prov["run_keys"]) if k.startswith("nf_brick_missing_s0_"))
+    saved = json.loads((REPO / "results" / RUNS / key / "results.json").read_text())
+    if not (REPO / "data" / "synthetic").is_dir():
+        pytest.skip("data/synthetic is made by `make data`")
+    cfg = Config.from_dict(dict(saved["config"], data_root=str(REPO / "data" / "synthetic")))
+    grid_root = tmp_path / "grid"
+    shutil.copytree(REPO / "results" / RUNS / key, grid_root / RUNS / key)
+    for listed, status in (([], None), ([key], "reused")):
+        (grid_root / "PROVENANCE.json").write_text(json.dumps(dict(prov, run_keys=listed)))
+        (rec,) = lab.plan_lab([cfg], tmp_path / "runs", grid_root)
+        assert rec["status"] == status  # a run that finished after the grid was published is not part of it
+    # a plain `bgad-mini ablate --out` folder (no PROVENANCE.json) is read as it is
+    from bgad_mini.grid import run_grid
+
+    small = Config.from_profile("smoke", data_root=str(REPO / "data" / "synthetic"), category="brick",
+                                known_types=("missing",))
+    run_grid([small], tmp_path / "ablate", progress=False, runner=fake_run)
+    (rec,) = lab.plan_lab([small], tmp_path / "runs", tmp_path / "ablate")
+    assert rec["status"] == "reused" and rec["where"] == str(tmp_path / "ablate")

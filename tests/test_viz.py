@@ -19,6 +19,7 @@ def test_method_colours_follow_the_method_in_any_label():
         == c["pushpull"]
     assert viz.method_colour("BGAD (BG-SPP)") == c["bgad"] and viz.method_colour("FIRM + k-NN") == c["firm"]
     assert viz.method_colour("anomalib CFlow") == c["cflow"] and viz.method_colour("SimCLR", 3) == "C3"
+    assert viz.method_colour("inference", 2) == "C2"  # a word, not a substring
     assert len(set(c.values())) == len(c)  # one colour per method
 
 
@@ -72,3 +73,12 @@ def test_front_example_is_the_median_unseen_image_of_two_smoke_runs(smoke_root, 
     g = front["groups"]["BGAD"]
     assert (g["b_n"], g["b_a"]) == (float(b_n), float(b_a))
     assert g["normal"].size + g["unseen"].size + g["seen"].size == torch.numel(ll["BGAD"]["test"][0])  # each once
+
+
+def test_series_of_one_method_keep_its_colour_and_differ_in_marker():
+    rows = [{"series": f"bgad {cat}", "beta": b, "image_auroc_mean": 0.9 + b, "image_auroc_std": 0.0}
+            for cat in ("brick", "grass") for b in (0.01, 0.05)]
+    ax = viz.plot_sensitivity(rows, "beta").axes[0]
+    lines = [l for l in ax.get_lines() if l.get_marker() in tuple("osD^v")]  # not the error bars' caps
+    assert {to_hex(l.get_color()) for l in lines} == {viz.METHOD_COLOURS["bgad"].lower()}
+    assert len({(l.get_marker(), l.get_linestyle()) for l in lines}) == 2
