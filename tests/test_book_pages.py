@@ -246,3 +246,17 @@ def test_status_page_draws_the_published_schedule_curve(monkeypatch):
     assert any(r["point"] == "book" and r["method"] == "bgad" for r in scope["runs"])
     assert {"anomalib cflow", "anomalib patchcore"} <= set(scope["stars"])
     assert glued["fig_schedule"].axes and re.fullmatch(r"\d{4}-\d{2}-\d{2}", glued["schedule_date"])
+
+
+def test_figure_and_table_names_are_unique_across_the_book():
+    """Sphinx labels are global: two chapters naming a figure `fig-history` break the -W build."""
+    import collections
+    import json
+
+    names = collections.Counter()
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            names.update(re.findall(r"^:name: (\S+)", "".join(cell["source"]), re.M))
+    for path in sorted((ROOT / "book").glob("*.md")):
+        names.update(re.findall(r"^:name: (\S+)", path.read_text(), re.M))
+    assert names and not [n for n, k in names.items() if k > 1], [n for n, k in names.items() if k > 1]
