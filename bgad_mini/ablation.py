@@ -43,7 +43,8 @@ def ablate(data_root: str | None, categories: Sequence[str] | None, methods: Seq
     paths = write_outputs(rows, out)
     print_report(records, paths)
     if publish:
-        prov = write_provenance(out, command, configs, records, threads_per_job(min(jobs, len(configs))))
+        prov = write_provenance(out, command, configs, records, threads_per_job(min(jobs, len(configs))),
+                                executor=f"dask {scheduler}" if scheduler else f"local, {jobs} processes")
         print(f"  provenance: {os.path.join(out, 'PROVENANCE.json')} ({prov['finished']} of {prov['runs']} runs, "
               f"{prov['cpu_hours']} CPU hours)")
     return 1 if any(r["status"] == "failed" for r in records) else 0

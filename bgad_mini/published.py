@@ -49,8 +49,11 @@ def machine() -> dict[str, Any]:
 
 
 def write_provenance(out: str | os.PathLike, command: str, configs: Sequence[Config], records: Sequence[dict],
-                     threads: int) -> dict[str, Any]:
-    """PROVENANCE.json of a published grid: what made it, on what, and whether it is complete."""
+                     threads: int, executor: str = "local") -> dict[str, Any]:
+    """PROVENANCE.json of a published grid: what made it, on what, and whether it is complete.
+
+    Threads and CPU hours come from each run's own config (a run on a Dask worker chose its threads there);
+    `threads` is the fallback for results that do not say. `executor` names where the runs ran."""
     finished = [r for r in records if r["results"] is not None]
     codes = {r["results"].get("identity", {}).get("code") for r in finished}
     if len(codes) > 1:
@@ -58,7 +61,10 @@ def write_provenance(out: str | os.PathLike, command: str, configs: Sequence[Con
     data = {}
     for c in configs:
         data.setdefault(c.data_root, {})[c.category] = data_fingerprint(c.data_root, c.category)
-    seconds = sum(r["results"].get("timings", {}).get("total", 0.0) for r in finished)
+    per_run = [(r["results"].get("timings", {}).get("total", 0.0),
+                int((r["results"].get("config") or {}).get("threads") or threads)) for r in finished]
+    seconds = sum(sec for sec, _ in per_run)
+    used = sorted({t for _, t in per_run}) or [threads]
     prov = {
         "command": command,
         "code_fingerprint": code_fingerprint(),
@@ -67,9 +73,10 @@ def write_provenance(out: str | os.PathLike, command: str, configs: Sequence[Con
         "finished": len(finished),
         "complete": len(finished) == len(configs),
         "run_keys": sorted(r["key"] for r in finished),
-        "threads_per_run": threads,
+        "threads_per_run": used[0] if len(used) == 1 else used,
         "run_seconds_total": round(seconds, 1),
-        "cpu_hours": round(seconds * threads / 3600, 2),
+        "cpu_hours": round(sum(sec * t for sec, t in per_run) / 3600, 2),
+        "executor": executor,
         "versions": package_versions(),
         "machine": machine(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

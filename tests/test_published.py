@@ -124,3 +124,15 @@ def test_load_reads_only_the_runs_the_provenance_lists(published_grid, tmp_path)
     extra = out / "runs" / "nf_brick_crack_s9_000000000000"
     shutil.copytree(next((out / "runs").iterdir()), extra)  # a run that finished after PROVENANCE.json
     assert len(published.load(out)) == 6
+
+
+def test_provenance_takes_threads_and_cpu_hours_from_each_run(tmp_path, tiny_root):
+    """A run on a Dask worker chooses its threads there: the provenance reads them from the run, not the client."""
+    cfgs = [Config.from_profile("smoke", data_root=str(tiny_root), category="widget", seed=s) for s in (0, 1)]
+    records = [{"key": f"k{i}", "results": {"identity": {"code": "c"}, "timings": {"total": 3600.0},
+                                            "config": {"threads": t}}} for i, t in enumerate((2, 4))]
+    prov = published.write_provenance(tmp_path, "cmd", cfgs, records, threads=1, executor="dask tcp://h:8786")
+    assert prov["threads_per_run"] == [2, 4] and prov["cpu_hours"] == 6.0 and prov["executor"] == "dask tcp://h:8786"
+    records[1]["results"]["config"] = {}  # a result that does not say: the fallback
+    prov = published.write_provenance(tmp_path, "cmd", cfgs, records, threads=1)
+    assert prov["threads_per_run"] == [1, 2] and prov["cpu_hours"] == 3.0 and prov["executor"] == "local"
