@@ -37,13 +37,14 @@ test: $(STAMP) $(DATA)/meta.json
 	$(PYTHON) -m pytest
 
 # The execution cache (jupyter-cache) keys on a chapter's own code only: after a change to bgad_mini every chapter
-# runs again, so a warm build never shows outputs of older package code.
+# runs again (the cache and Sphinx's environment are cleared, or Sphinx would not even re-read the chapters), so a
+# warm build never shows outputs of older package code.
 PACKAGE_HASH = $(shell cat bgad_mini/*.py | sha256sum | cut -c1-16)
 
 book: $(STAMP) $(DATA)/meta.json
 	$(VENV)/bin/bgad-mini results check
-	@if [ -d _build/.jupyter_cache ] && [ "$$(cat _build/.package-hash 2>/dev/null)" != "$(PACKAGE_HASH)" ]; then \
-		echo "bgad_mini changed since the last build: every chapter runs again"; rm -rf _build/.jupyter_cache; fi
+	@if [ -d _build/.doctrees ] && [ "$$(cat _build/.package-hash 2>/dev/null)" != "$(PACKAGE_HASH)" ]; then \
+		echo "bgad_mini changed since the last build: every chapter runs again"; rm -rf _build/.jupyter_cache _build/.doctrees; fi
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 	@echo $(PACKAGE_HASH) > _build/.package-hash
 
