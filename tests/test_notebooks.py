@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbutil import glued, run_chapter
+from nbutil import check_figures, code_sizes, glued, run_chapter, shown_images
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
@@ -46,18 +46,9 @@ def test_data_chapter(tmp_path, smoke_root):
     g = glued(nb)
     assert g["n_train"] == "16" and g["n_types"] == "7" and int(g["n_families"]) >= 3
     assert g["n_known_multi"] == "3" and g["seen_type"] == "missing"
-    import re
-
-    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
     # the montage and the mask-area plot: each numbered, captioned and referred to
-    assert [b[0] for b in blocks] == ["fig_montage", "fig_mask_areas"]
-    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
-    outs = [o for c in nb.cells for o in c.get("outputs", [])]
-    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
-            and any(k.endswith("image/png") for k in o["data"])}
-    assert {b[0] for b in blocks} <= figs
-    assert not [o for o in outs if "image/png" in o.get("data", {})]  # no figure outside its numbered block
+    check_figures(nb, ["fig_montage", "fig_mask_areas"])
+    assert not shown_images(nb)  # no figure outside its numbered block
 
 
 def test_flows_chapter(tmp_path):
@@ -76,18 +67,9 @@ def test_flows_chapter(tmp_path):
                                                                     "p5_ell_last"))
     assert p5_last < 3 * p5_first < 0
     assert abs(ell_last - ell_first) < 0.5
-    import re
-
-    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
     # affine clouds, flow panels, comparison, log p vs ℓ: each numbered, captioned and referred to
-    assert [b[0] for b in blocks] == ["fig_affine", "fig_moons_flow", "fig_flow_compare", "fig_logp_dims"]
-    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
-    outs = [o for c in nb.cells for o in c.get("outputs", [])]
-    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
-            and any(k.endswith("image/png") for k in o["data"])}
-    assert {b[0] for b in blocks} <= figs
-    assert not [o for o in outs if "image/png" in o.get("data", {})]  # no figure outside its numbered block
+    check_figures(nb, ["fig_affine", "fig_moons_flow", "fig_flow_compare", "fig_logp_dims"])
+    assert not shown_images(nb)  # no figure outside its numbered block
 
 
 def test_contrastive_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
@@ -107,23 +89,11 @@ def test_contrastive_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
         assert -1.0 <= float(g[f"compact_{o}"]) <= 1.0 and -1.0 <= float(g[f"rotcos_{o}"]) <= 1.0
     best = max(("SimCLR", "SupCon", "FIRM"), key=lambda o: float(g[f"auroc_{o.lower()}"]))
     assert best in g["auroc_verdict"]  # the sentence in the text names the objective the numbers put first
-    import re
-
-    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
     # digits, positive masks, AUROC bars, embeddings: each numbered, captioned and referred to
-    assert [b[0] for b in blocks] == ["fig_digits", "fig_masks", "fig_auroc", "fig_embeddings"]
-    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
-    outs = [o for c in nb.cells for o in c.get("outputs", [])]
-    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
-            and any(k.endswith("image/png") for k in o["data"])}
-    assert {b[0] for b in blocks} <= figs
-    assert not [o for o in outs if "image/png" in o.get("data", {})]  # no figure outside its numbered block
-    # the reader's code: no visible cell longer than the training loop, no code line over 100 characters
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    visible = [c for c in code if not {"remove-cell", "remove-input", "hide-input"} & set(c.metadata.get("tags", []))]
-    assert max(len(c.source.splitlines()) for c in visible) <= 20
-    assert max(len(line) for c in code for line in c.source.splitlines()) <= 100
+    check_figures(nb, ["fig_digits", "fig_masks", "fig_auroc", "fig_embeddings"])
+    assert not shown_images(nb)  # no figure outside its numbered block
+    longest_cell, longest_line = code_sizes(nb)
+    assert longest_cell <= 20 and longest_line <= 100  # no visible cell longer than the training loop
     # patch level: FIRM and SupCon heads trained on our data, next to the flow runs of the earlier chapters
     for m in ("firm", "supcon"):
         assert -1.0 <= float(g[f"{m}_cos_in_out"]) <= 1.0
@@ -174,19 +144,10 @@ def test_conditional_flows_chapter(tmp_path, smoke_root, chapter_runs):
     # the official score moves when other images are scored beside the test set; the inductive default does not
     assert float(g["inductive_change"]) < 1e-5 and float(g["official_change"]) >= 0.0
     assert list(Path(chapter_runs["runs_root"]).glob("nf_*/results.json"))  # the run cache the Boundary chapter reuses in the book
-    import re
-
-    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
     # features, encoding, history, log p vs ℓ, loss, score levels, maps, curves: numbered, captioned, referred to
-    assert [b[0] for b in blocks] == ["fig_feature_levels", "fig_pos_enc", "fig_history", "fig_logp_ell",
-                                      "fig_ml_loss", "fig_score_levels", "fig_anomaly_maps", "fig_roc_pro"]
-    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
-    outs = [o for c in nb.cells for o in c.get("outputs", [])]
-    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
-            and any(k.endswith("image/png") for k in o["data"])}
-    assert {b[0] for b in blocks} <= figs
-    assert not [o for o in outs if "image/png" in o.get("data", {})]  # no figure outside its numbered block
+    check_figures(nb, ["fig_feature_levels", "fig_pos_enc", "fig_history", "fig_logp_ell", "fig_ml_loss",
+                       "fig_score_levels", "fig_anomaly_maps", "fig_roc_pro"])
+    assert not shown_images(nb)  # no figure outside its numbered block
     # the chapter's per-level maps are the package's: no exp(ℓ − m) or upsampling of its own
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "showcase.level_maps" in code and "interpolate" not in code and "np.exp(l" not in code
@@ -220,22 +181,16 @@ def test_boundary_chapter(tmp_path, smoke_root, chapter_runs):
     assert widgets_out  # the live β/τ sliders were built
     import re
 
-    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
     # per-level histograms, β×τ grid, the explorer, per-chunk b_n: each numbered, captioned and referred to
-    assert [b[0] for b in blocks] == ["fig_levels", "fig_grid", "bt_explorer", "fig_chunks"]
-    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
+    check_figures(nb, ["fig_levels", "fig_grid", "bt_explorer", "fig_chunks"], glued_images=False)
     for key in ("fig_levels", "fig_grid", "fig_chunks"):  # "<Figure size 900x350 ...>" at 100 dpi: ≤ 10 in
         assert int(re.search(r"size (\d+)x", g[key]).group(1)) <= 1000, g[key]
     shown = [o for c in nb.cells if "remove-output" not in c.metadata.get("tags", [])
              for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert not shown  # no figure outside its numbered block
     assert float(g["bn_std_512"]) > float(g["bn_std_4096"] if g["bn_std_4096"] != "n/a" else 0)
-    for c in nb.cells:  # what a reader sees is short: visible code cells of ≤ 15 lines, no line over 100
-        if c.cell_type == "code":
-            assert max(map(len, c.source.splitlines()), default=0) <= 100, c.source
-            if not {"remove-cell", "remove-input", "hide-input"} & set(c.metadata.get("tags", [])):
-                assert len(c.source.splitlines()) <= 15, c.source
+    longest_cell, longest_line = code_sizes(nb)
+    assert longest_cell <= 15 and longest_line <= 100  # what a reader sees is short
 
 
 def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
@@ -271,26 +226,14 @@ def test_bgspp_chapter(tmp_path, smoke_root, chapter_runs, smoke_grid):
     methods = {p.parent.name.split("_")[0] for p in Path(chapter_runs["runs_root"]).glob("*/results.json")}
     assert {"nf", "bgad", "pushpull"} <= methods, methods
     # every figure numbered, captioned (≥ 15 words), referred to in the text, and shown only in its block
-    import re
-
-    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md, re.S)
-    assert [b[0] for b in blocks] == ["fig_roles", "fig_toy", "fig_gradients", "fig_history", "fig_hists",
-                                      "fig_maps", "fig_lambda", "lambda_explorer"]
-    assert all(len(caption.split()) >= 15 and f"{{numref}}`{name}`" in md for _, name, caption in blocks)
-    outs = [o for c in nb.cells for o in c.get("outputs", [])]
-    figs = {o["metadata"]["scrapbook"]["name"] for o in outs if "scrapbook" in o.get("metadata", {})
-            and any(k.endswith("image/png") for k in o["data"])}
-    assert {b[0] for b in blocks} <= figs
-    loose = [o for o in outs if "image/png" in o.get("data", {})
-             and o.get("metadata", {}).get("scrapbook", {}).get("name") != "lambda_explorer"]
+    check_figures(nb, ["fig_roles", "fig_toy", "fig_gradients", "fig_history", "fig_hists", "fig_maps",
+                       "fig_lambda", "lambda_explorer"])
+    loose = [o for o in shown_images(nb) if o.get("metadata", {}).get("scrapbook", {}).get("name") != "lambda_explorer"]
     assert not loose  # no figure outside its numbered block (the explorer's cell is remove-output)
     # the reader's code: short visible cells, no code line over 100 characters, b_n from the package
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    visible = [c for c in code if not {"remove-cell", "remove-input", "hide-input"} & set(c.metadata.get("tags", []))]
-    assert max(len(c.source.splitlines()) for c in visible) <= 15
-    assert max(len(line) for c in code for line in c.source.splitlines()) <= 100
-    assert not any("np.sort" in c.source for c in code)
+    longest_cell, longest_line = code_sizes(nb)
+    assert longest_cell <= 15 and longest_line <= 100
+    assert not any("np.sort" in c.source for c in nb.cells if c.cell_type == "code")
     # the λ curves use the trained BGAD model's boundaries (b_a = b_n − τ), and a slider that works in the page
     assert float(g["lam_ba"]) == pytest.approx(float(g["lam_bn"]) - 0.1, abs=2e-3)
     assert any('id="lambda-explorer"' in h and '"label":"4"' in h for h in _html_outputs(nb))
@@ -416,13 +359,6 @@ def test_reproduction_chapter_puts_the_official_score_beside_the_paper(tmp_path,
     md_cells = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "one other possible reading of" in md_cells and "copy_paste_per_known" in md_cells
     # the paper's gains: one numbered, captioned figure that the text refers to, and no other image
-    import re
-
-    blocks = re.findall(r"```\{glue:figure\} (\S+)\n:name: (fig-[\w-]+)\n\n(.+?)```", md_cells, re.S)
-    assert [b[:2] for b in blocks] == [("fig_paper_gains", "fig-paper-gains")]
-    assert len(blocks[0][2].split()) >= 15 and "{numref}`fig-paper-gains`" in md_cells
-    outs = [o for c in nb.cells for o in c.get("outputs", [])]
-    assert any(o["metadata"]["scrapbook"]["name"] == "fig_paper_gains" and any(k.endswith("image/png") for k in o["data"])
-               for o in outs if "scrapbook" in o.get("metadata", {}))
-    assert not [o for o in outs if "image/png" in o.get("data", {})]
-    assert max(len(line) for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()) <= 100
+    blocks = check_figures(nb, ["fig_paper_gains"])
+    assert blocks[0][1] == "fig-paper-gains" and not shown_images(nb)
+    assert code_sizes(nb)[1] <= 100
