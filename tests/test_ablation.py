@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -260,17 +261,22 @@ def test_updates_in_order_and_each_run_logs_its_progress(tmp_path):
     assert "1/2" in log and "progress=True" in log  # the run's bars go to its log, not to this process
 
 
+def stop_at_first_start(stop: threading.Event, statuses: list) -> Callable[[dict], None]:
+    """An `on_update` that records each status and sets `stop` once a run starts, as the lab's Stop button does."""
+    def on_update(rec: dict) -> None:
+        statuses.append(rec["status"])
+        if rec["status"] == "running":
+            stop.set()
+
+    return on_update
+
+
 def test_stop_ends_a_process_grid_cleanly(tmp_path):
     cfgs = expand_grid(methods=("nf",), categories=("brick",), known_types=("crack",), seeds=(0, 1, 2),
                        base=base_cfg(extra={"sleep": 60}), check_data=False)
     stop = threading.Event()
-    updates = []
-
-    def on_update(rec):
-        updates.append(rec["status"])
-        if rec["status"] == "running":
-            stop.set()  # as the lab's Stop button does
-
+    updates: list = []
+    on_update = stop_at_first_start(stop, updates)
     t0 = time.perf_counter()
     recs = run_grid(cfgs, tmp_path, processes=True, progress=False, runner=slow_run, on_update=on_update,
                     stop=stop)

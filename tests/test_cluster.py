@@ -29,7 +29,7 @@ from bgad_mini.errors import BgadError  # noqa: E402
 from bgad_mini.grid import expand_grid, run_grid  # noqa: E402
 from bgad_mini.runs import RunFolder, run_key  # noqa: E402
 from cluster_runners import attempt_run, fake_run, slow_run  # noqa: E402
-from test_ablation import base_cfg, calls  # noqa: E402
+from test_ablation import base_cfg, calls, stop_at_first_start  # noqa: E402
 
 TESTS = Path(__file__).parent
 
@@ -211,13 +211,8 @@ def test_a_smoke_grid_on_the_cluster_equals_the_local_one(dask, smoke_root, tmp_
 def test_stop_cancels_the_runs_not_started_and_returns_at_once(dask, tmp_path):
     """Last on the cluster: the stopped runs still running keep their workers busy for a few seconds."""
     stop = threading.Event()
-    statuses = []
-
-    def on_update(rec):
-        statuses.append(rec["status"])
-        if rec["status"] == "running":
-            stop.set()  # as the lab's Stop button does
-
+    statuses: list = []
+    on_update = stop_at_first_start(stop, statuses)
     t0 = time.monotonic()
     cfgs = expand_grid(methods=("nf",), categories=("brick",), known_types=("crack",), seeds=(0, 1, 2),
                        base=base_cfg(extra={"sleep": 5}), check_data=False)

@@ -74,13 +74,19 @@ def test_progress_of_a_running_run_is_read_from_its_log():
     assert lab.log_progress("reusing finished run\n") is None
 
 
-def test_the_committed_grid_counts_as_finished_from_another_data_folder_spelling(tmp_path):
+def committed_run(prefix: str) -> tuple[dict, str, dict, Config]:
+    """The committed grid's provenance, the first run whose key starts with `prefix`, its results and its config
+    with the data folder spelled as an absolute path (the grid recorded `data/synthetic`)."""
     prov = json.loads((REPO / "results" / "PROVENANCE.json").read_text())
-    key = next(k for k in sorted(prov["run_keys"]) if k.startswith("bgad_brick_missing_s0_"))
+    key = next(k for k in sorted(prov["run_keys"]) if k.startswith(prefix))
     saved = json.loads((REPO / "results" / RUNS / key / "results.json").read_text())
     if not (REPO / "data" / "synthetic").is_dir():
         pytest.skip("data/synthetic is made by `make data`")
-    cfg = Config.from_dict(dict(saved["config"], data_root=str(REPO / "data" / "synthetic")))  # absolute now
+    return prov, key, saved, Config.from_dict(dict(saved["config"], data_root=str(REPO / "data" / "synthetic")))
+
+
+def test_the_committed_grid_counts_as_finished_from_another_data_folder_spelling(tmp_path):
+    _, _, saved, cfg = committed_run("bgad_brick_missing_s0_")
     (rec,) = lab.plan_lab([cfg], tmp_path / "runs", REPO / "results")
     assert rec["status"] == "reused" and rec["where"] == "committed grid"
     assert rec["results"]["metrics"] == saved["metrics"]
@@ -181,12 +187,7 @@ def test_only_runs_the_provenance_lists_count_and_an_ablate_folder_is_read_too(t
 
     from test_ablation import fake_run
 
-    prov = json.loads((REPO / "results" / "PROVENANCE.json").read_text())
-    key = next(k for k in sorted(prov["run_keys"]) if k.startswith("nf_brick_missing_s0_"))
-    saved = json.loads((REPO / "results" / RUNS / key / "results.json").read_text())
-    if not (REPO / "data" / "synthetic").is_dir():
-        pytest.skip("data/synthetic is made by `make data`")
-    cfg = Config.from_dict(dict(saved["config"], data_root=str(REPO / "data" / "synthetic")))
+    prov, key, _, cfg = committed_run("nf_brick_missing_s0_")
     grid_root = tmp_path / "grid"
     shutil.copytree(REPO / "results" / RUNS / key, grid_root / RUNS / key)
     for listed, status in (([], None), ([key], "reused")):
