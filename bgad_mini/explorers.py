@@ -18,7 +18,6 @@ figure's `layout.meta.states` maps the controls' active indices ("i,j,...", slid
 from __future__ import annotations
 
 import base64
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +57,10 @@ def plotlyjs_path() -> Path:
 
 
 def _png(fig, dpi: int = 110) -> str:
-    """A matplotlib figure as base64 PNG; the figure is closed (it must not show a second time in a notebook)."""
-    import matplotlib.pyplot as plt
+    """A matplotlib figure as base64 PNG (`viz.png_bytes`: closed, it must not show a second time)."""
+    from .viz import png_bytes
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
 
 
 @dataclass

@@ -18,7 +18,6 @@ Everything except `Lab` is a plain function, tested without widgets.
 from __future__ import annotations
 
 import html
-import io
 import re
 import statistics
 import sys
@@ -264,15 +263,6 @@ def draw(rows: Sequence[Mapping[str, Any]], base: Config, kind: str, metric: str
     return viz.plot_one_at_a_time(panels, f"unseen_{metric}", default, refs)
 
 
-def png(fig, dpi: int = 90) -> bytes:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)  # first: the monitor thread's figure must never reach the next cell's inline output
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")  # a closed figure still saves
-    return buf.getvalue()
-
-
 # ----------------------------------------------------------------------------------------------
 # The panel
 # ----------------------------------------------------------------------------------------------
@@ -493,6 +483,8 @@ class Lab:
             self._refresh_results()
 
     def _refresh_results(self) -> None:
+        from .viz import png_bytes
+
         rows = result_rows(self.records)
         self.table.value = table_html(rows, self.base)
         failed = [r for r in self.records if r["status"] == "failed"]
@@ -506,4 +498,4 @@ class Lab:
                                       "<i>the one-at-a-time plot needs BGAD runs at two or more values of an "
                                       "axis</i>")
         else:
-            self.figure.value, self.figure_note.value = png(fig), ""
+            self.figure.value, self.figure_note.value = png_bytes(fig), ""

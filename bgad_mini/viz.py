@@ -42,6 +42,17 @@ def method_colour(name: str, fallback: int = 0) -> str:
     return f"C{fallback % 10}"
 
 
+def png_bytes(fig, dpi: int = 90) -> bytes:
+    """A figure as PNG bytes, closed first, so it never shows a second time in a notebook's inline output (a
+    closed figure still saves). Used by the live widgets, the lab and the explorers' print images."""
+    import io
+
+    _plt().close(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
 def _clean(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])

@@ -49,20 +49,15 @@ def live_figure(draw, controls, text=None, dpi: int = 90):
     papermill and Jupyter Book) redirects the messages of a cell that captures output into an `Output` widget,
     and can then wait forever for the cell to end (it did in this project's CI). Returns the VBox.
     """
-    import io
-
     import ipywidgets as w
-    import matplotlib.pyplot as plt
+
+    from .viz import png_bytes
 
     image, caption = w.Image(format="png"), w.HTML()
 
     def refresh(_change=None) -> None:
         values = {name: c.value for name, c in controls.items()}
-        fig = draw(**values)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
-        image.value = buf.getvalue()
+        image.value = png_bytes(draw(**values), dpi)
         if text is not None:
             caption.value = text(**values)
 
