@@ -50,14 +50,15 @@ def test_view(cfg: Config, n_train: int = 40, device: str = "cpu") -> TestView:
                     (types != "good") & ~seen)
 
 
-def run_logliks(run_dir: str | Path, view: TestView) -> dict[str, list]:
-    """ℓ of every level for the test images ("test") and the normal training images ("train")."""
+def run_logliks(run_dir: str | Path, view: TestView, known_feats: list | None = None) -> dict[str, list]:
+    """ℓ of every level for the test images ("test"), the normal training images ("train") and, given their
+    features, the known anomalies ("known"); the run's flows are loaded once."""
     from .flow import level_log_likelihoods
     from .runs import load_flows
 
     flows, c = load_flows(run_dir)
-    return {"test": level_log_likelihoods(flows, view.feats, c.pos_dim),
-            "train": level_log_likelihoods(flows, view.train_feats, c.pos_dim)}
+    sets = {"test": view.feats, "train": view.train_feats, "known": known_feats}
+    return {k: level_log_likelihoods(flows, f, c.pos_dim) for k, f in sets.items() if f is not None}
 
 
 def patch_groups(ll: Mapping[str, list], view: TestView, level: int = 0) -> dict[str, Any]:
@@ -228,12 +229,9 @@ def level_groups(run_dir: str | Path, view: TestView, known: tuple[list, np.ndar
     known anomalies' defect patches (`known_view`), the patches BG-SPP pushes in training. Introduced in the
     *BG-SPP* chapter."""
     from .evaluate import patch_logliks
-    from .flow import level_log_likelihoods
-    from .runs import load_flows
 
-    ll = run_logliks(run_dir, view)
-    flows, c = load_flows(run_dir)
-    known_x = patch_logliks(level_log_likelihoods(flows, known[0], c.pos_dim), known[1])[1]
+    ll = run_logliks(run_dir, view, known[0])
+    known_x = patch_logliks(ll["known"], known[1])[1]
     norm = view.cfg.normalizer
     return ll, [{**patch_groups(ll, view, level), "known": known_x[level] / norm} for level in range(len(ll["test"]))]
 
