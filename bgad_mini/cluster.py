@@ -136,7 +136,9 @@ def run_task(call: Callable[..., dict], requested: int, host_slots: dict[str, in
 def _lost(fut, stopping: bool) -> dict:
     """The outcome of a task that returned nothing: its workers died, or it was cancelled."""
     if stopping:
-        return {"status": "stopped", "results": None, "error": None, "seconds": 0.0}
+        from .grid import STOPPED
+
+        return dict(STOPPED)
     exc = fut.exception() if fut.status == "error" else None
     if exc is None:
         error = f"the task was {fut.status} (scheduler restarted or connection lost); rerun the grid"

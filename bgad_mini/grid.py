@@ -297,12 +297,9 @@ class Execution:
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    def args(self, job: Job, in_worker: bool) -> tuple:
-        return (job.config, job.run_dir, self.threads, self.runner, in_worker, self.results_only, self.log)
-
-    def call(self, job: Job) -> Callable[..., dict]:
-        """`_run_one` for `job` in a worker, picklable, still waiting for `threads=` (a Dask task picks its own)."""
-        return functools.partial(_run_one, job.config, job.run_dir, runner=self.runner, in_worker=True,
+    def call(self, job: Job, in_worker: bool = True) -> Callable[..., dict]:
+        """`_run_one` for `job`, picklable, still waiting for `threads=` (a Dask task picks its own)."""
+        return functools.partial(_run_one, job.config, job.run_dir, runner=self.runner, in_worker=in_worker,
                                  results_only=self.results_only, log=self.log)
 
 
@@ -412,8 +409,12 @@ def run_grid(configs: Sequence[Config], out: str | os.PathLike, jobs: int = 1, p
     return records
 
 
+#: The outcome of a run that `stop` ended or never started (it resumes from its checkpoint next time).
+STOPPED = {"status": "stopped", "results": None, "error": None, "seconds": 0.0}
+
+
 def _stopped(execution: Execution, job: Job) -> None:
-    execution.finish(job.index, {"status": "stopped", "results": None, "error": None, "seconds": 0.0})
+    execution.finish(job.index, dict(STOPPED))
 
 
 def _execute_inline(execution: Execution) -> None:
@@ -423,7 +424,7 @@ def _execute_inline(execution: Execution) -> None:
             _stopped(execution, job)
             continue
         execution.started(job.index, os.getpid())
-        execution.finish(job.index, _run_one(*execution.args(job, in_worker=False)))
+        execution.finish(job.index, execution.call(job, in_worker=False)(threads=execution.threads))
 
 
 def _execute_processes(execution: Execution, workers: int, mp_context: str) -> None:
@@ -435,7 +436,7 @@ def _execute_processes(execution: Execution, workers: int, mp_context: str) -> N
     ctx = multiprocessing.get_context(mp_context)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(execution.threads,))
-    futures = {pool.submit(_run_one, *execution.args(job, in_worker=True)): job for job in execution.jobs}
+    futures = {pool.submit(execution.call(job), threads=execution.threads): job for job in execution.jobs}
     announced: set[int] = set()
     pending = set(futures)
     try:
@@ -450,8 +451,8 @@ def _execute_processes(execution: Execution, workers: int, mp_context: str) -> N
                 try:
                     outcome = fut.result()
                 except Exception as exc:  # the worker process died (e.g. out of memory) or was ended by stop
-                    outcome = {"status": "stopped" if execution.stopping() else "failed", "results": None,
-                               "seconds": 0.0, "error": None if execution.stopping() else one_line(exc)}
+                    outcome = dict(STOPPED) if execution.stopping() else \
+                        {"status": "failed", "results": None, "seconds": 0.0, "error": one_line(exc)}
                 execution.finish(futures[fut].index, outcome)
             if (execution.stopping() or not threading.main_thread().is_alive()) and pending:
                 # the interpreter is exiting (a lab grid in a background thread) counts as stop;
